@@ -1,0 +1,177 @@
+"""Which model the app runs and which VLM answers questions; both shared by every session.
+
+Model, in order of choice:
+1. the checkpoint given with ``--checkpoint`` or ``IGGT_CHECKPOINT`` (a folder, a file, a preset
+   name or a Hub repo id), when set;
+2. the official 1B weights from the Hugging Face Hub, on a Space or a CUDA machine that is online;
+3. the small model shipped in ``assets/iggt-small``, trained on synthetic scenes.
+If the 1B weights cannot be fetched the app falls back to the small model and says so.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from grounding.vlm import VLM, make_backend
+from grounding.vlm.openai_backend import API_KEY_ENV
+from iggt.model.iggt import IGGT
+from iggt.reconstruct import Reconstructor, describe_model
+from iggt.scene import Scene
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = REPO_ROOT / "assets" / "iggt-small"
+OFFICIAL_REPO = "lifuguan/IGGT_official"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the page tells the user about the loaded model."""
+
+    title: str
+    note: str
+
+    def banner(self) -> str:
+        return f"**Model:** {self.title}. {self.note}"
+
+
+def _wants_official_weights() -> bool:
+    online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false")
+    on_space = bool(os.environ.get("SPACE_ID"))
+    return online and (on_space or torch.cuda.is_available())
+
+
+def _is_shipped(spec: str) -> bool:
+    return Path(spec).expanduser().resolve() == SHIPPED_MODEL.resolve()
+
+
+def describe(spec: str, model: IGGT) -> ModelInfo:
+    """Title and note for the banner: what the model is and what to expect from it."""
+    if _is_shipped(spec):
+        return ModelInfo(
+            f"IGGT-small, trained on synthetic scenes only ({describe_model(model)})",
+            "It works on scenes like the bundled synthetic examples; on real photos its depth and "
+            "instances are rough. Start the app with IGGT_CHECKPOINT, or on a GPU machine with internet "
+            "access, for the paper's 1B model.")
+    if spec == OFFICIAL_REPO:
+        return ModelInfo(f"IGGT-1B, official weights ({describe_model(model)})",
+                         "The paper's model, fetched from the Hugging Face Hub.")
+    if getattr(model, "load_report", None) is None:
+        return ModelInfo(f"{describe_model(model)} with RANDOM weights",
+                         "No checkpoint was loaded: results are meaningless (for testing the app only).")
+    return ModelInfo(f"{describe_model(model)} from {Path(spec).name or spec}",
+                     "Checkpoint chosen with --checkpoint / IGGT_CHECKPOINT.")
+
+
+class ModelService:
+    """Loads the model once (thread-safe) and runs it for every session.
+
+    ``size`` is the long side of the model input in pixels (default: the model's training size);
+    smaller is faster and coarser.
+    """
+
+    def __init__(self, spec: str | None = None, size: int | None = None):
+        self._requested = spec or os.environ.get("IGGT_CHECKPOINT")
+        self._size = size
+        self._lock = threading.Lock()
+        self._reconstructor: Reconstructor | None = None
+        self._run = self._run_model
+        self._wrapped = False
+        self.info = ModelInfo("not loaded yet", "")
+
+    def wrap_model_call(self, decorator: Callable) -> None:
+        """Run the model through `decorator` (e.g. `spaces.GPU` on ZeroGPU Spaces)."""
+        self._run = decorator(self._run_model)
+        self._wrapped = True
+
+    def reconstruct(self, views, progress: Callable[[float, str], None] | None = None) -> Scene:
+        """Views -> Scene (no instances yet). A wrapped call gets no progress callback: it may run in
+        another process, where the page's callback cannot follow."""
+        return self._run(views, None if self._wrapped else progress)
+
+    def _run_model(self, views, progress=None) -> Scene:
+        return self.load()(views, progress=progress)
+
+    def _candidates(self) -> list[str]:
+        if self._requested:
+            return [self._requested]
+        official = [OFFICIAL_REPO] if _wants_official_weights() else []
+        return [*official, str(SHIPPED_MODEL)]
+
+    def load(self) -> Reconstructor:
+        """The shared `Reconstructor`, loading the model on first use; RuntimeError when none loads."""
+        with self._lock:
+            if self._reconstructor is None:
+                self._reconstructor = self._load()
+            return self._reconstructor
+
+    def _load(self) -> Reconstructor:
+        from iggt.model.checkpoint import load_model
+
+        errors = []
+        for spec in self._candidates():
+            try:
+                model = load_model(spec)
+            except Exception as err:  # try the next candidate; the log says which one failed and why
+                log.warning("could not load model %s: %s", spec, err)
+                errors.append(f"{spec}: {err}")
+                continue
+            info = describe(spec, model)
+            if errors:
+                info = ModelInfo(info.title, info.note + " (The 1B weights could not be fetched.)")
+            self.info = info
+            log.info("model loaded: %s", info.title)
+            return Reconstructor(model, size=self._size, model_name=info.title)
+        raise RuntimeError("No model could be loaded: " + "; ".join(errors))
+
+
+BACKENDS = {"OpenAI (GPT-4o)": "openai", "OpenAI-compatible server": "openai-compatible",
+            "Local Qwen2.5-VL": "qwen"}
+"""Backend choices as the page names them -> kind."""
+
+
+class VLMService:
+    """Builds the VLM backend a question asks for; the local Qwen2.5-VL is loaded once and shared.
+
+    API keys are passed through to the OpenAI client of one question only: nothing here keeps them.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._qwen: dict[str, VLM] = {}
+
+    def backend(self, choice: str, *, base_url: str | None, model: str | None, api_key: str | None) -> VLM:
+        """The backend for one question; ValueError with a message for the page when it cannot be made."""
+        kind = BACKENDS.get(choice)
+        if kind is None:
+            raise ValueError(f"Unknown VLM backend '{choice}': choose one of {', '.join(BACKENDS)}.")
+        if kind == "qwen":
+            return self._qwen_backend(model)
+        if kind == "openai-compatible" and not base_url:
+            raise ValueError("Enter the URL of the OpenAI-compatible server (e.g. http://localhost:8000/v1).")
+        if kind == "openai" and not (api_key or os.environ.get(API_KEY_ENV)):
+            raise ValueError("Enter your OpenAI API key (it is used for this question only and never stored).")
+        return make_backend("openai", model, base_url=base_url if kind == "openai-compatible" else None,
+                            api_key=api_key)
+
+    def _qwen_backend(self, model: str | None) -> VLM:
+        from grounding.vlm.qwen_backend import DEFAULT_MODEL_ID
+
+        model_id = model or DEFAULT_MODEL_ID
+        with self._lock:
+            if model_id not in self._qwen:
+                try:
+                    self._qwen[model_id] = make_backend("qwen", model_id)
+                except Exception as err:  # missing weights, no internet, out of memory: say so plainly
+                    log.warning("could not load %s: %s", model_id, err)
+                    raise ValueError(f"The local model {model_id} could not be loaded: it needs its weights in "
+                                     "the Hugging Face cache (or internet access) and enough memory; "
+                                     "a GPU is strongly advised.") from None
+            return self._qwen[model_id]

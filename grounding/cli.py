@@ -1,0 +1,71 @@
+"""``python -m iggt ask SCENE.npz "question"``: answer a question about a saved scene with a VLM.
+
+Prints the answer and the instances it names, and writes into ``--out`` the highlight of each
+of those instances, an overview with every instance numbered, and ``answer.json`` (the trace).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ask", help="answer a question about a reconstructed scene with a VLM",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scene", type=Path, help="scene file (.npz) with instances")
+    parser.add_argument("question", help='e.g. "Which object is the red mug?"')
+    parser.add_argument("--backend", choices=("openai", "qwen"), default="openai",
+                        help="openai: any OpenAI-compatible server (default GPT-4o); qwen: local Qwen2.5-VL")
+    parser.add_argument("--model", default=None, help="model name or Hugging Face id (default per backend)")
+    parser.add_argument("--base-url", default=None,
+                        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, Ollama, LM Studio)")
+    parser.add_argument("--mode", choices=("verify", "agent"), default="verify",
+                        help="verify: yes/no per instance (the paper's method); agent: planner with 3D tools")
+    parser.add_argument("--out", type=Path, default=None, help="folder for highlights and answer.json")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per VLM request (openai)")
+    parser.add_argument("--max-retries", type=int, default=3, help="retries on timeouts, 429 and 5xx (openai)")
+    parser.add_argument("--max-steps", type=int, default=10, help="planning steps of the agent")
+    parser.add_argument("--device", default="auto", help="device of the local model (qwen)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from iggt.scene import Scene
+
+    from .agent import AgentConfig, answer
+    from .highlight import highlight_instance, overview
+    from .vlm import make_backend
+
+    try:
+        scene = Scene.load(args.scene)
+        if scene.instances is None:
+            raise ValueError(f"{args.scene.name} has no instances: run `python -m iggt reconstruct` with "
+                             "instance segmentation first")
+        backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout,
+                               max_retries=args.max_retries, device=args.device)
+        result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.text)
+    for k in result.instance_ids:
+        name = scene.instances.info[k].name
+        probability = result.probabilities.get(k)
+        print(f"  instance {k}" + (f" ({name})" if name else "")
+              + (f"  P(yes) = {probability:.2f}" if probability is not None else ""))
+    if result.fell_back:
+        print("  (the agent broke the action format and fell back to verify mode; see the trace)")
+    print(f"{result.vlm_calls} VLM calls, {result.total_seconds:.1f} s")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for k in result.instance_ids:
+            highlight_instance(scene, k).image.save(args.out / f"instance_{k:03d}.png")
+        overview(scene).image.save(args.out / "overview.png")
+        (args.out / "answer.json").write_text(json.dumps(result.to_json(), indent=2))
+        print(f"wrote {args.out}")
+    return 0

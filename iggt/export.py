@@ -1,0 +1,481 @@
+"""Write a `Scene` to files other tools open: GLB, PLY, instance-mask PNGs, a JSON summary, COLMAP.
+
+All exports start from one selection of points (`select_points`): which geometry (depth
+unprojected with the predicted cameras, or the point head), which confidence percentile
+to keep, which colouring (photo RGB, instance colours, or a PCA of the instance features),
+and which instances to emphasise. `export_all` writes every requested format into one folder.
+
+File conventions:
+
+* GLB: a point cloud plus one frustum per camera, turned upright for common viewers
+  (y up) with the same final transform as the official demo;
+* PLY: binary little-endian, vertex properties ``x y z`` (float), ``red green blue``
+  (uchar) and ``instance`` (int: instance id, -1 = background);
+* masks: per view ``NNN_<name>_ids.png``, 16-bit, 0 = background and ``id + 1`` for
+  instance ``id``; and ``NNN_<name>_overlay.png``, the photo blended with instance colours
+  with white contours;
+* COLMAP: text model (``cameras.txt``, ``images.txt``, ``points3D.txt``) in the pixel
+  coordinates of the original photos, so it can be used with them directly.
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from iggt.geometry import invert_extrinsics, rotation_to_quaternion
+from iggt.scene import BACKGROUND, Scene, ViewTransform
+
+if TYPE_CHECKING:
+    import trimesh
+
+FORMATS = ("glb", "ply", "masks", "json", "colmap", "scene")
+"""Everything `export_all` can write; ``masks`` needs instances."""
+ColorMode = Literal["rgb", "instance", "pca"]
+Geometry = Literal["depth", "points"]
+Progress = Callable[[float, str], None]
+
+BACKGROUND_GREY = np.array([128, 128, 128], np.uint8)
+DIMMED_WEIGHT = 0.25
+"""Points that are not highlighted keep this share of their colour, blended into `DIMMED_GREY`."""
+DIMMED_GREY = np.array([170, 170, 170], np.float64)
+PCA_PERCENTILES = (2.0, 98.0)
+"""Each PCA channel is stretched so these percentiles map to 0 and 1 (as the official demo)."""
+MIN_CONFIDENCE = 1e-5
+OVERLAY_ALPHA = 0.5
+FRUSTUM_DEPTH = 0.08
+"""Camera frustum depth as a share of the scene size (diagonal of its 5-95 percentile box)."""
+VISIBILITY_DEPTH_TOLERANCE = 0.05
+"""COLMAP: a point is observed in another view when its depth there agrees within 5 %."""
+OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass
+class PointCloudOptions:
+    """Which points of a scene to export and how to colour them."""
+
+    color_mode: ColorMode = "rgb"
+    geometry: Geometry = "depth"
+    """``depth``: depth unprojected with the predicted cameras (what the clustering uses);
+    ``points``: the point head's world points."""
+    conf_percentile: float = 5.0
+    """Drop points whose confidence is below this percentile of all confidences (50 drops half)."""
+    drop_background: bool = False
+    """Drop points that belong to no instance (needs instances)."""
+    highlight: Sequence[int] | None = None
+    """Instance ids to emphasise; every other point is dimmed."""
+    max_points: int | None = None
+    """Keep at most this many points (a fixed-seed random subset), for light files."""
+
+
+@dataclass
+class PointCloud:
+    """Selected points: position, colour, instance and the view each came from."""
+
+    points: np.ndarray
+    """``[N, 3]`` float32 world coordinates."""
+    colors: np.ndarray
+    """``[N, 3]`` uint8 RGB."""
+    instance: np.ndarray
+    """``[N]`` int32 instance id, `BACKGROUND` (-1) when none."""
+    view: np.ndarray
+    """``[N]`` index of the view each point was seen in."""
+
+
+# -- point selection and colours ----------------------------------------------------------
+def select_points(scene: Scene, options: PointCloudOptions = PointCloudOptions()) -> PointCloud:
+    """The points of ``scene`` that ``options`` keep, coloured as asked."""
+    if options.geometry == "depth":
+        points, confidence = scene.points_from_depth, scene.depth_conf
+        valid = scene.depth > 0
+    elif options.geometry == "points":
+        points, confidence = scene.world_points, scene.world_points_conf
+        valid = np.ones(confidence.shape, bool)
+    else:
+        raise ValueError(f"geometry must be 'depth' or 'points', not {options.geometry!r}")
+    valid &= np.isfinite(points).all(axis=-1) & np.isfinite(confidence) & (confidence > MIN_CONFIDENCE)
+    if options.conf_percentile > 0 and valid.any():
+        valid &= confidence >= np.percentile(confidence[valid], options.conf_percentile)
+
+    labels = scene.instances.labels if scene.instances is not None else np.full(valid.shape, BACKGROUND)
+    if options.drop_background:
+        _require_instances(scene, "drop the background")
+        valid &= labels != BACKGROUND
+    view, row, col = np.nonzero(valid)
+    if options.max_points is not None and len(view) > options.max_points:
+        keep = np.sort(np.random.default_rng(0).choice(len(view), options.max_points, replace=False))
+        view, row, col = view[keep], row[keep], col[keep]
+
+    colors = _pixel_colors(scene, options.color_mode)[view, row, col]
+    instance = labels[view, row, col].astype(np.int32)
+    if options.highlight is not None:
+        dimmed = ~np.isin(instance, np.asarray(list(options.highlight), dtype=np.int64))
+        colors[dimmed] = np.round(DIMMED_WEIGHT * colors[dimmed] + (1 - DIMMED_WEIGHT) * DIMMED_GREY)
+    return PointCloud(points[view, row, col].astype(np.float32), colors, instance, view)
+
+
+def _pixel_colors(scene: Scene, color_mode: ColorMode) -> np.ndarray:
+    """``[S, H, W, 3]`` uint8 colour of every pixel."""
+    if color_mode == "rgb":
+        return np.round(np.clip(scene.images, 0, 1) * 255).astype(np.uint8)
+    if color_mode == "instance":
+        _require_instances(scene, "colour by instance")
+        return scene.instances.color_image(background=tuple(BACKGROUND_GREY))
+    if color_mode == "pca":
+        return feature_pca_colors(scene.features)
+    raise ValueError(f"color_mode must be 'rgb', 'instance' or 'pca', not {color_mode!r}")
+
+
+def _require_instances(scene: Scene, purpose: str) -> None:
+    if scene.instances is None:
+        raise ValueError(f"cannot {purpose}: the scene has no instances (run the clustering first)")
+
+
+def feature_pca_colors(features: np.ndarray) -> np.ndarray:
+    """``[..., D]`` features -> ``[..., 3]`` uint8 colours from their first 3 principal components.
+
+    Deterministic: exact PCA of the covariance (no randomised solver), each component's sign
+    fixed so that its largest loading is positive; every channel stretched so its 2nd and
+    98th percentiles map to 0 and 255 (a constant channel becomes mid-grey).
+    """
+    flat = np.asarray(features, np.float64).reshape(-1, features.shape[-1])
+    centred = flat - flat.mean(axis=0)
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    components = eigenvectors[:, ::-1][:, :3]  # largest variance first
+    largest = np.abs(components).argmax(axis=0)
+    components = components * np.sign(components[largest, np.arange(components.shape[1])])
+    projected = centred @ components
+    if projected.shape[1] < 3:  # fewer than 3 feature channels: pad with mid-grey channels
+        projected = np.pad(projected, ((0, 0), (0, 3 - projected.shape[1])))
+    low, high = np.percentile(projected, PCA_PERCENTILES, axis=0)
+    spread = high - low
+    stretched = np.where(spread > 0, (projected - low) / np.where(spread > 0, spread, 1), 0.5)
+    colors = np.round(np.clip(stretched, 0, 1) * 255).astype(np.uint8)
+    return colors.reshape(*features.shape[:-1], 3)
+
+
+# -- GLB ----------------------------------------------------------------------------------
+def glb_scene(scene: Scene, options: PointCloudOptions = PointCloudOptions(), cameras: bool = True) -> trimesh.Scene:
+    """A `trimesh.Scene` with the coloured point cloud and camera frustums, upright for viewers."""
+    import trimesh
+
+    cloud = select_points(scene, options)
+    meshes = trimesh.Scene()
+    rgba = np.concatenate([cloud.colors, np.full((len(cloud.colors), 1), 255, np.uint8)], axis=1)
+    meshes.add_geometry(trimesh.PointCloud(cloud.points, colors=rgba), geom_name="points")
+    if cameras:
+        size = _scene_size(cloud.points) * FRUSTUM_DEPTH
+        for index in range(scene.num_views):
+            hue = index / max(scene.num_views, 1)
+            color = np.round(np.array(colorsys.hsv_to_rgb(hue, 0.9, 1.0)) * 255).astype(np.uint8)
+            meshes.add_geometry(_frustum(scene, index, size, color), geom_name=f"camera_{index:03d}")
+    meshes.apply_transform(_viewer_transform(scene.extrinsics[0]))
+    return meshes
+
+
+def export_glb(scene: Scene, path: str | Path, *, color_mode: ColorMode = "rgb",
+               conf_percentile: float = PointCloudOptions.conf_percentile, show_cameras: bool = True,
+               drop_background: bool = False, highlight: Sequence[int] | None = None,
+               geometry: Geometry = PointCloudOptions.geometry, max_points: int | None = None) -> Path:
+    """Write the point cloud (and camera frustums) as a binary glTF file; see `PointCloudOptions`."""
+    options = PointCloudOptions(color_mode=color_mode, geometry=geometry, conf_percentile=conf_percentile,
+                                drop_background=drop_background, highlight=highlight, max_points=max_points)
+    return _write_glb(scene, path, options, show_cameras)
+
+
+def _write_glb(scene: Scene, path: str | Path, options: PointCloudOptions, cameras: bool) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    glb_scene(scene, options, cameras).export(path, file_type="glb")
+    return path
+
+
+def _scene_size(points: np.ndarray) -> float:
+    """Diagonal of the 5-95 percentile box: a scale robust to stray points."""
+    if len(points) == 0:
+        return 1.0
+    low, high = np.percentile(points, [5, 95], axis=0)
+    return float(np.linalg.norm(high - low)) or 1.0
+
+
+def _frustum(scene: Scene, index: int, depth: float, color: np.ndarray) -> trimesh.Trimesh:
+    """A double-sided pyramid showing view ``index``'s field of view, in world coordinates."""
+    import trimesh
+
+    height, width = scene.image_size
+    fx, fy = scene.intrinsics[index, 0, 0], scene.intrinsics[index, 1, 1]
+    half_w, half_h = depth * (width / 2) / fx, depth * (height / 2) / fy
+    corners = [(-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h)]
+    camera_points = np.array([(0.0, 0.0, 0.0)] + [(x, y, depth) for x, y in corners])
+    cam_to_world = invert_extrinsics(scene.extrinsics[index].astype(np.float64))
+    vertices = camera_points @ cam_to_world[:, :3].T + cam_to_world[:, 3]
+    sides = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])
+    faces = np.concatenate([sides, sides[:, ::-1]])
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    mesh.visual.vertex_colors = np.tile(np.append(color, 255), (len(vertices), 1))
+    return mesh
+
+
+def _viewer_transform(first_extrinsic: np.ndarray) -> np.ndarray:
+    """OpenCV world -> upright (y up) viewer frame: inverse first camera, OpenGL flip, 180 deg about y."""
+    world_to_first = np.eye(4)
+    world_to_first[:3] = first_extrinsic
+    turn_about_y = np.diag([-1.0, 1.0, -1.0, 1.0])
+    return np.linalg.inv(world_to_first) @ OPENGL_FROM_OPENCV @ turn_about_y
+
+
+# -- PLY ----------------------------------------------------------------------------------
+_PLY_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                        ("blue", "u1"), ("instance", "<i4")])
+
+
+def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = PointCloudOptions()) -> Path:
+    """Binary PLY with positions, colours and the instance id of every point (-1 = background)."""
+    cloud = select_points(scene, options)
+    vertices = np.empty(len(cloud.points), _PLY_VERTEX)
+    for axis, name in enumerate("xyz"):
+        vertices[name] = cloud.points[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        vertices[name] = cloud.colors[:, channel]
+    vertices["instance"] = cloud.instance
+    properties = "".join(f"property {kind} {name}\n" for name, kind in (
+        ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"), ("green", "uchar"),
+        ("blue", "uchar"), ("instance", "int")))
+    header = ("ply\nformat binary_little_endian 1.0\ncomment IGGT point cloud; instance -1 = background\n"
+              f"element vertex {len(vertices)}\n{properties}end_header\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header.encode("ascii") + vertices.tobytes())
+    return path
+
+
+# -- instance masks -----------------------------------------------------------------------
+def instance_overlays(scene: Scene, highlight: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Per view ``[H, W, 3]`` uint8: the photo blended with instance colours, boundaries white.
+
+    With ``highlight``, only those instance ids are coloured and outlined.
+    """
+    _require_instances(scene, "draw instance overlays")
+    labels = scene.instances.labels
+    if highlight is not None:
+        labels = np.where(np.isin(labels, np.asarray(list(highlight), dtype=np.int64)), labels, BACKGROUND)
+    colours = scene.instances.color_image()
+    return [_overlay(scene.images[index], labels[index], colours[index]) for index in range(scene.num_views)]
+
+
+def write_instance_masks(scene: Scene, directory: str | Path) -> list[Path]:
+    """Per view a 16-bit id PNG (0 = background, id + 1 otherwise) and a colour overlay PNG."""
+    _require_instances(scene, "write instance masks")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, overlay in enumerate(instance_overlays(scene)):
+        stem = f"{index:03d}_{_safe_stem(_view_name(scene, index))}"
+        written.append(directory / f"{stem}_ids.png")
+        Image.fromarray((scene.instances.labels[index] + 1).astype(np.uint16)).save(written[-1])
+        written.append(directory / f"{stem}_overlay.png")
+        Image.fromarray(overlay).save(written[-1])
+    return written
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Photo blended with ``colours`` where ``labels`` is an instance, label boundaries drawn white."""
+    photo = np.clip(image, 0, 1) * 255
+    labelled = (labels != BACKGROUND)[..., None]
+    blended = np.where(labelled, (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colours, photo)
+    boundary = np.zeros(labels.shape, bool)
+    boundary[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    boundary[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    boundary[1:] |= labels[1:] != labels[:-1]
+    boundary[:-1] |= labels[1:] != labels[:-1]
+    blended[boundary] = 255
+    return np.round(blended).astype(np.uint8)
+
+
+def _view_name(scene: Scene, index: int) -> str:
+    return scene.view_names[index] if index < len(scene.view_names) else f"view_{index:03d}.png"
+
+
+def _safe_stem(name: str) -> str:
+    """A file-name-safe stem: no folders, no spaces."""
+    stem = Path(name).stem or "view"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+# -- JSON summary -------------------------------------------------------------------------
+def scene_summary(scene: Scene) -> dict:
+    """Cameras and instances as plain JSON values (NaN becomes null)."""
+    cam_to_world = invert_extrinsics(scene.extrinsics.astype(np.float64))
+    views = []
+    for index in range(scene.num_views):
+        transform = scene.view_transforms[index] if index < len(scene.view_transforms) else None
+        views.append({
+            "index": index,
+            "name": _view_name(scene, index),
+            "original_size_hw": list(transform.original_size) if transform else None,
+            "extrinsics_world_to_camera": scene.extrinsics[index].tolist(),
+            "intrinsics": scene.intrinsics[index].tolist(),
+            "camera_center": cam_to_world[index, :, 3].tolist(),
+            "median_depth": float(np.median(scene.depth[index])),
+        })
+    instances = None if scene.instances is None else [info.to_json() for info in scene.instances.info]
+    return _json_safe({
+        "model_name": scene.model_name,
+        "num_views": scene.num_views,
+        "image_size_hw": list(scene.image_size),
+        "conventions": "OpenCV world-to-camera extrinsics, world = first camera; pixels of the model input",
+        "views": views,
+        "num_instances": None if instances is None else len(instances),
+        "instances": instances,
+    })
+
+
+def write_summary(scene: Scene, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(scene_summary(scene), indent=2, allow_nan=False))
+    return path
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# -- COLMAP -------------------------------------------------------------------------------
+def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000,
+                 conf_percentile: float = 50.0) -> Path:
+    """COLMAP text model: one PINHOLE camera and one image per view, confident depth points.
+
+    Coordinates follow COLMAP (pixel centres at +0.5) in each original photo's pixels, as
+    far as the view's `ViewTransform` knows it. Every point is observed in the view it was
+    unprojected from, and in any other view where it projects inside the image onto a
+    depth that agrees within `VISIBILITY_DEPTH_TOLERANCE`.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cloud = select_points(scene, PointCloudOptions(geometry="depth", conf_percentile=conf_percentile,
+                                                   max_points=max_points))
+    height, width = scene.image_size
+    transforms = [_view_transform(scene, index) for index in range(scene.num_views)]
+    observations = _observations(scene, cloud)  # per view: (point index, x, y) in model pixels
+
+    camera_lines, image_lines = [], []
+    quaternions = rotation_to_quaternion(torch.from_numpy(scene.extrinsics[:, :, :3].astype(np.float64))).numpy()
+    tracks: list[list[tuple[int, int]]] = [[] for _ in range(len(cloud.points))]
+    for index, transform in enumerate(transforms):
+        scale_y = transform.original_size[0] / transform.resized_size[0]
+        scale_x = transform.original_size[1] / transform.resized_size[1]
+        fx, fy = scene.intrinsics[index, 0, 0] * scale_x, scene.intrinsics[index, 1, 1] * scale_y
+        cy, cx = transform.to_original(scene.intrinsics[index, 1, 2] + 0.5, scene.intrinsics[index, 0, 2] + 0.5)
+        camera_lines.append(f"{index + 1} PINHOLE {transform.original_size[1]} {transform.original_size[0]} "
+                            f"{fx:.6f} {fy:.6f} {float(cx):.6f} {float(cy):.6f}")
+        qx, qy, qz, qw = quaternions[index]
+        tx, ty, tz = scene.extrinsics[index, :, 3]
+        name = _safe_stem(_view_name(scene, index)) + (Path(_view_name(scene, index)).suffix or ".png")
+        image_lines.append(f"{index + 1} {qw:.9f} {qx:.9f} {qy:.9f} {qz:.9f} {tx:.9f} {ty:.9f} {tz:.9f} "
+                           f"{index + 1} {name}")
+        point_ids, xs, ys = observations[index]
+        ys_orig, xs_orig = transform.to_original(ys + 0.5, xs + 0.5)
+        image_lines.append(" ".join(f"{x:.3f} {y:.3f} {p + 1}" for x, y, p in zip(xs_orig, ys_orig, point_ids)))
+        for slot, point in enumerate(point_ids):
+            tracks[point].append((index + 1, slot))
+
+    point_lines = []
+    for point, (xyz, rgb, track) in enumerate(zip(cloud.points, cloud.colors, tracks)):
+        observed = " ".join(f"{image} {slot}" for image, slot in track)
+        point_lines.append(f"{point + 1} {xyz[0]:.6f} {xyz[1]:.6f} {xyz[2]:.6f} {rgb[0]} {rgb[1]} {rgb[2]} 0 "
+                           f"{observed}")
+
+    header = f"# written by IGGT from {scene.num_views} views of {width}x{height} model input\n"
+    (directory / "cameras.txt").write_text(header + "\n".join(camera_lines) + "\n")
+    (directory / "images.txt").write_text(header + "\n".join(image_lines) + "\n")
+    (directory / "points3D.txt").write_text(header + "\n".join(point_lines) + "\n")
+    return directory
+
+
+def _view_transform(scene: Scene, index: int) -> ViewTransform:
+    """The view's transform, or the identity when the scene does not carry one."""
+    if index < len(scene.view_transforms):
+        return scene.view_transforms[index]
+    return ViewTransform(scene.image_size, scene.image_size)
+
+
+def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per view: indices of the points it sees and their (x, y) model-input pixel coordinates."""
+    height, width = scene.image_size
+    result = []
+    for index in range(scene.num_views):
+        camera = scene.extrinsics[index].astype(np.float64)
+        in_camera = cloud.points.astype(np.float64) @ camera[:, :3].T + camera[:, 3]
+        z = in_camera[:, 2]
+        safe_z = np.where(z > 0, z, 1.0)
+        intrinsics = scene.intrinsics[index].astype(np.float64)
+        xs = intrinsics[0, 0] * in_camera[:, 0] / safe_z + intrinsics[0, 2]
+        ys = intrinsics[1, 1] * in_camera[:, 1] / safe_z + intrinsics[1, 2]
+        inside = (z > 0) & (xs > -0.5) & (xs < width - 0.5) & (ys > -0.5) & (ys < height - 0.5)
+        cols = np.round(np.where(inside, xs, 0)).astype(np.int64)
+        rows = np.round(np.where(inside, ys, 0)).astype(np.int64)
+        surface = np.zeros(len(z))
+        surface[inside] = scene.depth[index, rows[inside], cols[inside]]
+        seen = inside & (np.abs(surface - z) <= VISIBILITY_DEPTH_TOLERANCE * np.abs(z))
+        seen |= cloud.view == index  # the view a point comes from always sees it
+        points = np.nonzero(seen)[0]
+        result.append((points, xs[points], ys[points]))
+    return result
+
+
+# -- everything ---------------------------------------------------------------------------
+def export_all(scene: Scene, out_dir: str | Path, formats: Sequence[str] = FORMATS,
+               options: PointCloudOptions = PointCloudOptions(), progress: Progress | None = None) -> dict[str, Path]:
+    """Write each requested format into ``out_dir``; returns what was written, by name.
+
+    ``glb`` writes ``scene.glb`` (photo colours), and also ``instances.glb`` when the scene
+    has instances and ``features.glb`` (PCA of the instance features).
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; available: {', '.join(FORMATS)}")
+    if "masks" in formats:
+        _require_instances(scene, "write instance masks")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for step, name in enumerate(formats):
+        if progress is not None:
+            progress(step / len(formats), f"writing {name}")
+        if name == "glb":
+            written["glb"] = _write_glb(scene, out_dir / "scene.glb", replace(options, color_mode="rgb"), True)
+            if scene.instances is not None:
+                written["glb_instances"] = _write_glb(scene, out_dir / "instances.glb",
+                                                      replace(options, color_mode="instance"), True)
+            written["glb_features"] = _write_glb(scene, out_dir / "features.glb",
+                                                 replace(options, color_mode="pca"), True)
+        elif name == "ply":
+            written["ply"] = write_ply(scene, out_dir / "points.ply", options)
+        elif name == "masks":
+            write_instance_masks(scene, out_dir / "masks")
+            written["masks"] = out_dir / "masks"
+        elif name == "json":
+            written["json"] = write_summary(scene, out_dir / "summary.json")
+        elif name == "colmap":
+            written["colmap"] = write_colmap(scene, out_dir / "colmap")
+        elif name == "scene":
+            written["scene"] = scene.save(out_dir / "scene.npz")
+    if progress is not None:
+        progress(1.0, "exports written")
+    return written
+

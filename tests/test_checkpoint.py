@@ -1,0 +1,240 @@
+"""Checkpoints: official key layout, our save/load round trip, the released formats, bad files, offline Hub."""
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from iggt.config import IGGTConfig
+from iggt.model.checkpoint import (
+    CheckpointError,
+    apply_state_dict,
+    load_checkpoint_file,
+    load_model,
+    read_state_dict,
+)
+from iggt.model.iggt import IGGT
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+# Section 2 of the architecture reference: state-dict numbers (parameters + buffers) per module.
+OFFICIAL_MODULE_NUMBERS = {
+    "aggregator": 909_112_320,
+    "camera_head": 216_174_610,
+    "depth_head": 32_654_562,
+    "point_head": 32_654_628,
+    "part_adaptor": 11_622_671,
+    "part_head": 31_339_386,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: on a loaded shared machine, thread synchronisation dominates tiny ops."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference_state_dict(name: str) -> dict[str, list[int]]:
+    """Shapes of a released checkpoint, listed in the shared reference folder."""
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference file {name} not available (expected at {path})")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def official_shapes() -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = IGGT(IGGTConfig.from_preset("iggt-1b"))
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> IGGT:
+    torch.manual_seed(0)
+    return IGGT(IGGTConfig.from_preset("tiny")).eval()
+
+
+def outputs(model: IGGT, seed: int = 0) -> dict[str, torch.Tensor]:
+    x = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        out = model(x)
+    return {"pose_enc": out.pose_enc, "depth": out.depth, "points": out.world_points, "features": out.instance_features}
+
+
+def assert_same_outputs(a: IGGT, b: IGGT) -> None:
+    for (name, x), y in zip(outputs(a).items(), outputs(b).values()):
+        torch.testing.assert_close(x, y, atol=0, rtol=0, msg=name)
+
+
+# ----------------------------------------------------------------------------- official layouts
+
+
+def test_every_official_key_maps_onto_the_iggt_1b_preset(official_shapes):
+    reference = {k: tuple(v) for k, v in reference_state_dict("iggt-official-state-dict.json").items()}
+    kept = {k: v for k, v in reference.items() if not k.startswith("track_head.")}
+    assert sorted(set(kept) - set(official_shapes)) == []
+    assert sorted(set(official_shapes) - set(kept)) == []
+    assert [k for k in kept if kept[k] != official_shapes[k]] == []
+    for module, expected in OFFICIAL_MODULE_NUMBERS.items():
+        numbers = sum(math.prod(shape) for name, shape in official_shapes.items() if name.startswith(module + "."))
+        assert numbers == expected, module
+
+
+def test_vggt_keys_map_onto_the_geometry_part(official_shapes):
+    reference = {k: tuple(v) for k, v in reference_state_dict("vggt-official-state-dict.json").items()}
+    kept = {k: v for k, v in reference.items() if not k.startswith("track_head.")}
+    geometry = {k: v for k, v in official_shapes.items() if not k.startswith(("part_adaptor.", "part_head."))}
+    assert kept == geometry
+
+
+def test_unused_official_weights_are_buffers_not_parameters():
+    """Entries no forward pass reads must not look trainable (and must still load)."""
+    with torch.device("meta"):
+        model = IGGT(IGGTConfig.from_preset("tiny"))
+    parameters = dict(model.named_parameters())
+    for name in model.state_dict():
+        if name.endswith("mask_token") or name.startswith(("part_head.norm", "part_head.projects", "part_head.resize_layers")):
+            assert name not in parameters, name
+
+
+# ----------------------------------------------------------------------------- our format
+
+
+def test_save_pretrained_round_trip(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "saved")
+    assert IGGTConfig.from_dict(json.loads((tmp_path / "saved" / "config.json").read_text())) == tiny.config
+    loaded = IGGT.from_pretrained(tmp_path / "saved")
+    assert loaded.config == tiny.config and not loaded.training
+    assert_same_outputs(tiny, loaded)
+    via_helper = load_model(tmp_path / "saved")
+    assert via_helper.load_report.problems() == []
+    assert_same_outputs(tiny, via_helper)
+
+
+def test_from_pretrained_is_strict_about_foreign_weights(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "saved")
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    config["dpt_features"] = config["instance_features"] = 16
+    (tmp_path / "saved" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="shape mismatch: depth_head"):
+        IGGT.from_pretrained(tmp_path / "saved")
+
+
+# ----------------------------------------------------------------------------- released formats
+
+
+def test_official_style_pth_with_module_prefix_and_track_head(tiny, tmp_path):
+    state = {f"module.{k}": v for k, v in tiny.state_dict().items()}
+    state["module.track_head.x"] = torch.zeros(3)
+    path = tmp_path / "iggt.pth"
+    torch.save({"model": state, "epoch": 7}, path)
+    (tmp_path / "config.json").write_text(tiny.config.to_json())
+    model = load_model(path)
+    report = model.load_report
+    assert report.skipped == ["track_head.x"]
+    assert report.problems() == [] and len(report.loaded) == len(tiny.state_dict())
+    assert "track_head" in report.summary()
+    assert_same_outputs(tiny, model)
+
+
+def test_safetensors_file_and_state_dict_wrapper(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(path))
+    model, report = load_checkpoint_file(path, tiny.config)
+    assert report.problems() == []
+    assert_same_outputs(tiny, model)
+    torch.save({"state_dict": tiny.state_dict()}, tmp_path / "wrapped.pt")
+    assert set(read_state_dict(tmp_path / "wrapped.pt")) == set(tiny.state_dict())
+
+
+def test_vggt_checkpoint_loads_geometry_and_keeps_instance_branch_fresh(tiny, tmp_path):
+    geometry = {k: v for k, v in tiny.state_dict().items() if not k.startswith(("part_adaptor.", "part_head."))}
+    torch.save(geometry, tmp_path / "vggt.pt")
+    model, report = load_checkpoint_file(tmp_path / "vggt.pt", tiny.config)
+    assert report.missing and all(name.startswith(("part_adaptor.", "part_head.")) for name in report.missing)
+    assert report.problems(("part_adaptor.", "part_head.")) == []
+    torch.testing.assert_close(model.aggregator.camera_token, tiny.aggregator.camera_token)
+
+
+def test_strict_loading_lists_every_problem(tiny):
+    state = dict(tiny.state_dict())
+    state.pop("camera_head.embed_pose.bias")
+    state["aggregator.extra"] = torch.zeros(1)
+    state["depth_head.norm.weight"] = torch.zeros(5)
+    model = IGGT(tiny.config)
+    with pytest.raises(CheckpointError) as error:
+        apply_state_dict(model, state, source="test.pt")
+    message = str(error.value)
+    assert "test.pt" in message and "3 problems" in message
+    assert "missing: camera_head.embed_pose.bias" in message
+    assert "unexpected: aggregator.extra" in message
+    assert "shape mismatch: depth_head.norm.weight is [5] in the file" in message
+    report = apply_state_dict(model, state, source="test.pt", strict=False)
+    assert report.missing == ["camera_head.embed_pose.bias"]
+    assert report.shape_mismatches == [("depth_head.norm.weight", (5,), tuple(model.depth_head.norm.weight.shape))]
+    assert report.unexpected == ["aggregator.extra"]
+    torch.testing.assert_close(model.aggregator.camera_token, tiny.aggregator.camera_token)
+
+
+# ----------------------------------------------------------------------------- bad files
+
+
+class NotATensor:
+    """Unpickling this needs code execution, which weights_only refuses."""
+
+
+def test_pickle_with_custom_class_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": NotATensor()}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pth"):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_file_names_itself(tiny, tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    whole = tmp_path / f"whole{suffix}"
+    state = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    if suffix == ".pth":
+        torch.save(state, whole)
+    else:
+        save_file(state, str(whole))
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"cut\{suffix}"):
+        read_state_dict(cut)
+
+
+def test_missing_file_and_unknown_spec():
+    with pytest.raises(CheckpointError, match="not found: nowhere.pt"):
+        read_state_dict("nowhere.pt")
+    with pytest.raises(CheckpointError, match="not a preset"):
+        load_model("./no/such/thing.pt")
+
+
+def test_folder_without_saved_model_points_at_its_checkpoint(tmp_path):
+    (tmp_path / "IGGT.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="pass one of its checkpoint files instead: IGGT.pth"):
+        load_model(tmp_path)
+
+
+def test_preset_gives_random_weights_without_report():
+    model = load_model("tiny")
+    assert model.config == IGGTConfig.from_preset("tiny") and model.load_report is None
+
+
+def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match="hf download lifuguan/IGGT_official"):
+        load_model("lifuguan/IGGT_official")
+    assert time.monotonic() - start < 10

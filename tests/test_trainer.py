@@ -1,0 +1,152 @@
+"""The training recipe format, the schedule, the data order, and real (tiny) training runs."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from iggt.training.trainer import TrainConfig, warmup_cosine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("name", ["small-cpu.yaml", "paper-1b.yaml"])
+def test_shipped_recipes_load(name):
+    config = TrainConfig.from_yaml(REPO / "configs" / name)
+    assert config.optim.steps > config.optim.warmup_steps
+    assert config.loss.pull_weight == 2.0 and config.loss.push_weight == 1.0 and config.loss.push_margin == 1.0
+
+
+def test_paper_recipe_matches_the_paper():
+    config = TrainConfig.from_yaml(REPO / "configs" / "paper-1b.yaml")
+    assert (config.model.preset, config.model.init, config.run.mixed_precision) == ("iggt-1b", "vggt", "bf16")
+    assert (config.optim.lr_backbone, config.optim.lr_heads) == (1e-6, 1e-5)
+
+
+def test_yaml_values_and_overrides_are_converted(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optim:\n  lr_heads: 1e-4\n  steps: 50\n  warmup_steps: 5\nloss:\n  background: ignore\n")
+    config = TrainConfig.from_yaml(recipe, ["optim.steps=20", "run.max_minutes=1.5", "optim.betas=[0.8, 0.9]"])
+    assert config.optim.lr_heads == pytest.approx(1e-4)  # YAML alone reads "1e-4" as text
+    assert config.optim.steps == 20
+    assert config.run.max_minutes == 1.5
+    assert config.optim.betas == (0.8, 0.9)
+    assert config.loss.background == "ignore"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("optim:\n  learning_rate: 0.1\n", "unknown key learning_rate in section 'optim'"),
+    ("optimizer: {}\n", "unknown key optimizer"),
+    ("optim:\n  steps: many\n", "optim.steps must be an integer"),
+    ("optim:\n  steps: 2.5\n", "optim.steps must be an integer"),
+    ("run:\n  mixed_precision: fp8\n", "run.mixed_precision must be one of"),
+    ("optim:\n  freeze_backbone: 1\n", "optim.freeze_backbone must be true or false"),
+    ("optim:\n  steps: 10\n  warmup_steps: 20\n", "warmup_steps"),
+    ("loss:\n  background: sky\n", "background"),
+    ("- a\n- b\n", "mapping of sections"),
+])
+def test_bad_recipes_get_a_clear_message_naming_the_file(tmp_path, text, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ValueError) as error:
+        TrainConfig.from_yaml(recipe)
+    assert message in str(error.value)
+    assert "bad.yaml" in str(error.value)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("{}\n")
+    with pytest.raises(ValueError, match="section.key=value"):
+        TrainConfig.from_yaml(recipe, ["steps"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        TrainConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_warmup_then_cosine():
+    factors = [warmup_cosine(step, 4, 14, 0.1) for step in range(16)]
+    assert factors[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert factors[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factors[14] == pytest.approx(0.1) and factors[15] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+
+
+# --------------------------------------------------------------------------- real training runs (tiny preset)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    from iggt.training.synthetic import GeneratorConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("scenes")
+    generate_dataset(root, 3, seed=5, config=GeneratorConfig(num_views=3, image_size=(32, 32)), progress=False)
+    return root
+
+
+def _tiny_recipe(scenes: Path, output: Path, steps: int = 3) -> list[str]:
+    return [f"data.root={scenes}", f"run.output_dir={output}", "model.preset=tiny", f"optim.steps={steps}",
+            "optim.warmup_steps=1", "data.images_per_batch=2", "data.view_range=[2, 2]", "data.num_workers=0",
+            "data.samples.image_size=28", "loss.pixels_per_view=64", "run.checkpoint_every=100",
+            "run.export_dtype=float32", "optim.lr_heads=1e-3", "optim.lr_backbone=1e-3"]
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(scenes, tmp_path):
+    from iggt.training.trainer import Trainer
+
+    recipe = REPO / "configs" / "small-cpu.yaml"
+    whole = Trainer(TrainConfig.from_yaml(recipe, _tiny_recipe(scenes, tmp_path / "whole"))).train()
+
+    # max_minutes=0 stops (with a checkpoint) right after the first step, as an interruption would
+    parts = tmp_path / "parts"
+    Trainer(TrainConfig.from_yaml(recipe, _tiny_recipe(scenes, parts) + ["run.max_minutes=0"])).train()
+    assert [p.name for p in (parts / "checkpoints").iterdir()] == ["step_0000001"]
+    resumed = Trainer(TrainConfig.from_yaml(recipe, _tiny_recipe(scenes, parts))).train(resume=True)
+
+    expected, actual = _weights(whole), _weights(resumed)
+    assert expected.keys() == actual.keys()
+    initial = _weights(parts / "checkpoints" / "step_0000001")
+    assert any(not (initial[k] == expected[k]).all() for k in expected)  # training changed the weights
+    for name in expected:
+        assert (expected[name] - actual[name]).abs().max().item() <= 1e-6, name
+
+
+def test_resume_without_checkpoint_is_a_clear_error(scenes, tmp_path):
+    from iggt.training.trainer import Trainer
+
+    config = TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", _tiny_recipe(scenes, tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(config).train(resume=True)
+
+
+def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
+    import subprocess
+    import sys
+
+    from iggt.model.iggt import IGGT
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    command = [sys.executable, "-m", "iggt"]
+    subprocess.run(command + ["generate", "--out", str(data), "--count", "2", "--seed", "1", "--views", "2",
+                              "--size", "32", "32"], check=True, cwd=REPO, capture_output=True)
+    assert len(list(data.iterdir())) == 2
+    result = subprocess.run(command + ["train", "--config", "configs/small-cpu.yaml"]
+                            + _tiny_recipe(data, run, steps=2) + ["run.export_dtype=float16"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"model saved to {run / 'model'}" in result.stdout
+    model = IGGT.from_pretrained(str(run / "model"))
+    assert model.config.embed_dim == 64  # the tiny preset
+    assert next(model.parameters()).dtype.is_floating_point

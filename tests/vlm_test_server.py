@@ -1,0 +1,425 @@
+"""A local OpenAI-compatible chat server that really looks at the images it is sent.
+
+It stands in for a VLM in tests and benchmarks: `start_server()` runs it on 127.0.0.1 in a
+thread and the `openai` client talks to it over HTTP at ``/v1/chat/completions``. Answers are
+computed from the pictures, never from hidden knowledge of the scene:
+
+* the outlined object of a highlight (magenta outline, see `grounding.highlight`) is found
+  by filling the outline; its colour is the median hue of its pixels, its shape comes from
+  the mask's geometry (cone = narrow top, sphere = fills its moment ellipse, else cube), voted
+  over the tiles by area (tiles where the object is cut off count little);
+* yes/no questions ("Is the object outlined in magenta a red cube?") compare the words of
+  the question with what was seen; naming requests get "<colour> <shape>" per image;
+* planning requests (the agent's system prompt) get JSON actions from a small rule-based
+  planner that parses the question, and reads object properties only from tool results
+  (and pictures) in the conversation.
+
+The model name selects misbehaviour: "seeing" (default), "seeing-logprobs" (also returns
+first-token top_logprobs), "slow-<seconds>" (answers late, for timeouts), "fail-429-<n>" /
+"fail-500-<n>" (the first n requests fail with that status), "nonsense" (free text that is
+neither yes/no nor JSON), "bad-planner" (planning replies are not JSON, other requests are
+answered normally). Requests are logged in `TestServer.requests` (headers included) so tests
+can check what was sent.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from grounding.highlight import CONTOUR_COLOR
+
+# -- seeing ---------------------------------------------------------------------------------
+
+HUES = {"red": 0.0, "orange": 28.0, "yellow": 52.0, "green": 130.0, "cyan": 185.0, "blue": 225.0,
+        "purple": 275.0, "pink": 330.0}
+SHAPES = ("cube", "sphere", "cone")
+SHAPE_WORDS = {"cube": "cube", "box": "cube", "block": "cube", "sphere": "sphere", "ball": "sphere",
+               "cone": "cone"}
+MIN_REGION = 24
+
+
+@dataclass
+class Seen:
+    """What the server sees of one outlined object."""
+
+    color: str
+    shape: str
+    area: int
+
+
+def colour_name(pixels: np.ndarray) -> str:
+    """Basic colour term of ``[N, 3]`` uint8 pixels: median hue of the saturated ones, else a grey."""
+    rgb = pixels.astype(np.float64) / 255.0
+    high, low = rgb.max(axis=1), rgb.min(axis=1)
+    saturation = (high - low) / np.maximum(high, 1e-6)
+    chromatic = saturation > 0.3
+    if chromatic.mean() < 0.3:
+        value = float(np.median(high))
+        return "white" if value > 0.75 else "black" if value < 0.2 else "gray"
+    r, g, b = rgb[chromatic].T
+    hue = np.degrees(np.arctan2(math.sqrt(3) * (g - b), 2 * r - g - b)) % 360.0
+    angles = np.radians(hue)
+    mean_hue = math.degrees(math.atan2(np.sin(angles).mean(), np.cos(angles).mean())) % 360.0
+    return min(HUES, key=lambda name: min(abs(mean_hue - HUES[name]), 360 - abs(mean_hue - HUES[name])))
+
+
+def shape_name(mask: np.ndarray) -> str:
+    """cone (top much narrower than bottom), sphere (fills the ellipse of its second moments), else cube."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    widths = mask[rows].sum(axis=1).astype(np.float64)
+    quarter = max(1, len(rows) // 4)
+    if widths[:quarter].mean() < 0.45 * widths[-quarter:].mean():
+        return "cone"
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    cov = np.cov(np.stack([ys - cy, xs - cx])) + np.eye(2) * 1e-6
+    grid_y, grid_x = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    offsets = np.stack([grid_y - cy, grid_x - cx], axis=-1)
+    ellipse = np.einsum("...i,ij,...j->...", offsets, np.linalg.inv(cov), offsets) <= 4.0
+    iou = (ellipse & mask).sum() / max((ellipse | mask).sum(), 1)
+    return "sphere" if iou >= 0.945 else "cube"
+
+
+def _tiles(array: np.ndarray) -> np.ndarray:
+    """Label image of the highlight's tiles (everything that is not the black canvas)."""
+    return ndimage.label(np.any(array != 0, axis=-1))[0]
+
+
+def outlined_objects(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """(mask, pixels, cut) of each region enclosed by the magenta outline, one per highlight tile;
+    ``cut`` = the region reaches its tile's edge, so the object is cut off by the photo's border."""
+    array = np.asarray(image.convert("RGB"))
+    ring = np.all(array == np.array(CONTOUR_COLOR, np.uint8), axis=-1)
+    inside = ndimage.binary_fill_holes(ring) & ~ring
+    tiles = _tiles(array)
+    tile_boxes = ndimage.find_objects(tiles)
+    components, _ = ndimage.label(inside)
+    regions = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        mask = components[box] == index
+        if mask.sum() < MIN_REGION:
+            continue
+        tile_box = tile_boxes[tiles[box][mask][0] - 1]
+        cut = any(abs(box[axis].start - tile_box[axis].start) <= 3 or abs(box[axis].stop - tile_box[axis].stop) <= 3
+                  for axis in (0, 1))
+        regions.append((mask, array[box][mask], cut))
+    return regions
+
+
+def see(image: Image.Image) -> Seen | None:
+    """Colour and shape of the outlined object, voting over tiles by area (cut-off views count
+    little); None when nothing is outlined."""
+    regions = outlined_objects(image)
+    if not regions:
+        return None
+    votes: dict[tuple[str, str], float] = {}
+    for mask, pixels, cut in regions:
+        key = (colour_name(pixels), shape_name(mask))
+        votes[key] = votes.get(key, 0.0) + (0.01 if cut else 1.0) * (1.0 + 1e-6 * float(mask.sum()))
+    (colour, shape), _ = max(votes.items(), key=lambda item: item[1])
+    return Seen(colour, shape, sum(int(m.sum()) for m, _, _ in regions))
+
+
+def described(text: str) -> tuple[str | None, str | None]:
+    """The colour and shape words of a description ("the red ball" -> ("red", "sphere"))."""
+    words = re.findall(r"[a-z]+", text.lower())
+    colour = next((w for w in words if w in HUES or w in ("white", "black", "gray", "grey")), None)
+    shape = next((SHAPE_WORDS[w.rstrip("s")] for w in words if w.rstrip("s") in SHAPE_WORDS), None)
+    return ("gray" if colour == "grey" else colour), shape
+
+
+def matches(seen: Seen | None, description: str) -> bool | None:
+    """Whether the seen object fits the description; None when the description names nothing known."""
+    colour, shape = described(description)
+    if colour is None and shape is None:
+        return None
+    if seen is None:
+        return False
+    return (colour is None or colour == seen.color) and (shape is None or shape == seen.shape)
+
+
+# -- planning -------------------------------------------------------------------------------
+
+_PATTERNS = [
+    ("count", re.compile(r"how many (.+?)(?: are there)?\??$")),
+    ("colour_of", re.compile(r"what colou?r is the (.+?)\??$")),
+    ("side", re.compile(r"which is further (left|right)(?: in view (\d+))?, the (.+?) or the (.+?)\??$")),
+    ("nearest", re.compile(r"which object is (nearest|closest|farthest) (?:to|from) the (.+?)\??$")),
+    ("find", re.compile(r"(?:where is|find|which object is) the (.+?)\??$")),
+]
+
+
+def parse_question(question: str) -> tuple[str, tuple] | None:
+    text = question.strip().lower()
+    for kind, pattern in _PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return kind, match.groups()
+    return None
+
+
+def _tool_results(messages: list[dict]) -> list[tuple[dict, dict, list[Image.Image]]]:
+    """(action, result, images) of every tool call so far, from the assistant/user turns."""
+    calls = []
+    for previous, current in zip(messages, messages[1:]):
+        if previous["role"] != "assistant" or current["role"] != "user":
+            continue
+        text, images = _text_and_images(current)
+        match = re.match(r"Result of (\w+): (.*?)\nReply with your next action", text, re.DOTALL)
+        if match:
+            calls.append((json.loads(previous["content"]), json.loads(match.group(2)), images))
+    return calls
+
+
+def _find(calls, description: str) -> list[int] | None:
+    """Instances that a previous check found for this description (None = not checked yet)."""
+    for action, result, _ in calls:
+        if action["action"] == "check" and action["question"].endswith(f"the {description}?"):
+            return result["yes"]
+    return None
+
+
+def _check(description: str) -> dict:
+    return {"action": "check", "ids": "all", "question": f"Is the object outlined in magenta the {description}?"}
+
+
+def plan(question: str, messages: list[dict]) -> dict:
+    """Next action for the question, given the conversation so far."""
+    calls = _tool_results(messages)
+    parsed = parse_question(question)
+    if parsed is None:
+        return {"action": "answer", "ids": [], "text": "I do not understand the question."}
+    kind, groups = parsed
+    if kind == "count":
+        found = _find(calls, groups[0])
+        if found is None:
+            return _check(groups[0])
+        return {"action": "answer", "ids": found, "text": f"There are {len(found)} {groups[0]}."}
+    if kind == "find":
+        found = _find(calls, groups[0])
+        if found is None:
+            return _check(groups[0])
+        return {"action": "answer", "ids": found, "text": f"The {groups[0]} is instance {found}."}
+    if kind == "colour_of":
+        found = _find(calls, groups[0])
+        if found is None:
+            return _check(groups[0])
+        if not found:
+            return {"action": "answer", "ids": [], "text": f"There is no {groups[0]}."}
+        looked = [images for action, _, images in calls if action["action"] == "look"]
+        if not looked:
+            return {"action": "look", "ids": found[:1]}
+        seen = see(looked[-1][0])
+        return {"action": "answer", "ids": found[:1], "text": f"The {groups[0]} is {seen.color if seen else 'unknown'}."}
+    if kind == "side":
+        side, view, first, second = groups
+        a, b = _find(calls, first), _find(calls, second)
+        if a is None:
+            return _check(first)
+        if b is None:
+            return _check(second)
+        if not a or not b:
+            return {"action": "answer", "ids": [], "text": "I cannot find both objects."}
+        sorts = [result for action, result, _ in calls if action["action"] == "sort"]
+        if not sorts:
+            return {"action": "sort", "ids": [a[0], b[0]], "by": f"{side}_to_{'right' if side == 'left' else 'left'}",
+                    "reference": None, "view": int(view or 0)}
+        winner = sorts[-1]["order"][0]
+        name = first if winner == a[0] else second
+        return {"action": "answer", "ids": [winner], "text": f"The {name} is further {side}."}
+    if kind == "nearest":
+        which, reference = groups
+        found = _find(calls, reference)
+        if found is None:
+            return _check(reference)
+        if not found:
+            return {"action": "answer", "ids": [], "text": f"There is no {reference}."}
+        sorts = [result for action, result, _ in calls if action["action"] == "sort"]
+        if not sorts:
+            return {"action": "sort", "ids": "all", "by": "farthest_from" if which == "farthest" else "nearest_to",
+                    "reference": found[0]}
+        winner = sorts[-1]["order"][0]
+        return {"action": "answer", "ids": [winner], "text": f"Instance {winner} is {which} to the {reference}."}
+    raise AssertionError(kind)
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+def _text_and_images(message: dict) -> tuple[str, list[Image.Image]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content, []
+    texts, images = [], []
+    for part in content or []:
+        if part.get("type") == "text":
+            texts.append(part["text"])
+        elif part.get("type") == "image_url":
+            url = part["image_url"]["url"]
+            header, data = url.split(",", 1)
+            if not header.startswith("data:image/") or ";base64" not in header:
+                raise ValueError("images must be base64 data URLs")
+            images.append(Image.open(io.BytesIO(base64.b64decode(data))))
+    return "\n".join(texts), images
+
+
+def respond(messages: list[dict], model: str) -> str:
+    """The reply text to a conversation (see the module docstring)."""
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    prompt, images = _text_and_images(messages[-1])
+    if "Reply with exactly one JSON object" in system:
+        if model == "bad-planner":
+            return "I think the answer is probably the red one."
+        first, _ = _text_and_images(next(m for m in messages if m["role"] == "user"))
+        question = re.match(r"Question: (.*?)\n", first).group(1)
+        return json.dumps(plan(question, messages))
+    if "Reply with one JSON object mapping the image number" in prompt:
+        names = {}
+        for number, image in enumerate(images, start=1):
+            seen = see(image)
+            names[str(number)] = f"{seen.color} {seen.shape}" if seen else "unknown object"
+        return json.dumps(names)
+    question = re.match(r"(.*?)\n?Answer with exactly one word: yes or no", prompt, re.DOTALL)
+    if question:
+        outcome = matches(see(images[0]) if images else None, question.group(1))
+        return "I cannot tell." if outcome is None else ("Yes" if outcome else "No")
+    seen = see(images[0]) if images else None
+    return f"It is a {seen.color} {seen.shape}." if seen else "I see nothing outlined."
+
+
+@dataclass
+class TestServer:
+    """State shared by the handler threads: failure counters and the request log."""
+
+    requests: list[dict] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def should_fail(self, model: str) -> int | None:
+        match = re.fullmatch(r"fail-(\d{3})-(\d+)", model)
+        if not match:
+            return None
+        with self.lock:
+            done = self.failures.get(model, 0)
+            if done >= int(match.group(2)):
+                return None
+            self.failures[model] = done + 1
+        return int(match.group(1))
+
+
+def _completion(model: str, text: str, logprobs: dict | None) -> dict:
+    return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop", "logprobs": logprobs}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def _yes_no_logprobs(text: str) -> dict:
+    """First-token alternatives as a confident model would give them."""
+    first = text.split()[0] if text else ""
+    yes = 0.9 if first.lower().startswith("yes") else 0.1
+    alternatives = [{"token": "Yes", "logprob": math.log(yes), "bytes": None},
+                    {"token": "No", "logprob": math.log(1 - yes), "bytes": None}]
+    return {"content": [{"token": first, "logprob": math.log(max(yes, 1 - yes)), "bytes": None,
+                         "top_logprobs": alternatives}]}
+
+
+def _handler(state: TestServer):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode("utf-8")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                pass
+
+        def do_POST(self) -> None:
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            model = body.get("model", "seeing")
+            with state.lock:
+                state.requests.append({"headers": dict(self.headers), "body": body})
+            status = state.should_fail(model)
+            if status is not None:
+                self._send(status, {"error": {"message": f"simulated {status}", "type": "test"}})
+                return
+            slow = re.fullmatch(r"slow-([\d.]+)", model)
+            if slow:
+                time.sleep(float(slow.group(1)))
+            if model == "nonsense":
+                text = "The quick brown fox jumps over the lazy dog."
+            else:
+                try:
+                    text = respond(body["messages"], model)
+                except (ValueError, KeyError) as err:
+                    self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
+                    return
+            logprobs = None
+            if model == "seeing-logprobs" and body.get("logprobs"):
+                logprobs = _yes_no_logprobs(text)
+            self._send(200, _completion(model, text, logprobs))
+
+    return Handler
+
+
+@dataclass
+class RunningServer:
+    url: str
+    """Base URL ending in /v1."""
+    stop: Callable[[], None]
+    state: TestServer
+
+
+def start_test_server(port: int = 0) -> RunningServer:
+    """Run the server on 127.0.0.1 (``port`` 0 = any free port) in a daemon thread."""
+    state = TestServer()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return RunningServer(f"http://127.0.0.1:{server.server_address[1]}/v1", stop, state)
+
+
+def start_server(port: int = 0) -> tuple[str, Callable[[], None]]:
+    """(base URL ending in /v1, stop()) of a freshly started server; see `start_test_server`."""
+    running = start_test_server(port)
+    return running.url, running.stop
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the seeing test VLM server until interrupted.")
+    parser.add_argument("--port", type=int, default=8765)
+    url, stop_server = start_server(parser.parse_args().port)
+    print(f"serving at {url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        stop_server()
