@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 
 from demo.handlers import Limits
+from demo.services import ModelService
 from demo.ui import build_demo
 
 try:  # ZeroGPU: reserve a GPU only while the model runs
@@ -17,26 +20,43 @@ try:  # ZeroGPU: reserve a GPU only while the model runs
 except ImportError:
     spaces = None
 
+QUEUE_CONCURRENCY = 4
+QUEUE_MAX_SIZE = 64
 
-def main() -> None:
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="IGGT web app")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--checkpoint", default=None, help="folder, file, preset or Hub id (default: see README)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="model folder, checkpoint file, preset or Hub id (default: IGGT_CHECKPOINT, "
+                             "else the official 1B weights on a GPU machine with internet, else assets/iggt-small)")
+    parser.add_argument("--size", type=int, default=int(os.environ.get("IGGT_IMAGE_SIZE", "0")) or None,
+                        help="long side of the model input in pixels, a multiple of 14 (default: the model's own)")
     parser.add_argument("--max-views", type=int, default=int(os.environ.get("IGGT_MAX_VIEWS", "32")))
-    args = parser.parse_args()
+    parser.add_argument("--max-upload-mb", type=int, default=int(os.environ.get("IGGT_MAX_UPLOAD_MB", "50")))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from demo.services import ModelService
-
-    models = ModelService(args.checkpoint)
+    models = ModelService(args.checkpoint, size=args.size)
+    try:
+        models.load()
+    except RuntimeError as err:
+        sys.exit(f"IGGT app: {err}")
     if spaces is not None:
         models.wrap_model_call(spaces.GPU(duration=120))
-    limits = Limits(max_views=args.max_views)
+    limits = Limits(max_views=args.max_views, max_video_frames=min(32, args.max_views),
+                    max_upload_mb=args.max_upload_mb)
     demo = build_demo(models, limits)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    # Stop on SIGTERM as on Ctrl+C, so Gradio and the sessions remove their temporary files.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # run_history=False: the browser's run history would keep every input, API keys included.
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{limits.max_upload_mb}mb",
-                show_error=False)
+                show_error=False, run_history=False, mcp_server=False)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,24 @@ def available_gb() -> float:
     return float("inf")
 
 
+def count_flops(args: argparse.Namespace) -> float:
+    """Floating-point operations of one forward, counted on the meta device (no memory, no compute)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from iggt.config import IGGTConfig
+    from iggt.model.iggt import IGGT
+
+    with torch.device("meta"):
+        model = IGGT(IGGTConfig.from_preset(args.worker)).eval()
+        model.aggregator.restore_constants("meta")
+        images = torch.rand(args.views, 3, args.height, args.width)
+    counter = FlopCounterMode(display=False)
+    with counter:  # not under no_grad: the counter's module tracker needs autograd
+        model(images)
+    return float(counter.get_total_flops())
+
+
 def worker(args: argparse.Namespace) -> None:
     """Build one model, time its forward passes, print one JSON line."""
     sys.path.insert(0, str(REPO))
@@ -52,6 +70,7 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    flops = count_flops(args)
     torch.manual_seed(0)
     start = time.perf_counter()
     model = IGGT(IGGTConfig.from_preset(args.worker)).eval()
@@ -68,6 +87,7 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({
         "preset": args.worker,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "gflops": flops / 1e9,
         "build_s": build_s,
         "forward_s": min(times),
         "forward_cpu_s": min(cpu_times),
@@ -95,17 +115,18 @@ def run_case(preset: str, args: argparse.Namespace) -> dict | None:
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"\nfp32 forward, {args.views} views of {args.height} x {args.width}, best of {args.repeats}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    header = (f"{'preset':<9} {'params':>13} {'threads':>7} {'s/view':>8} {'forward s':>9} {'CPU s':>8} "
-              f"{'peak GB':>8} {'before fwd GB':>13}")
+    header = (f"{'preset':<9} {'params':>13} {'GFLOP':>8} {'threads':>7} {'s/view':>8} {'forward s':>9} {'CPU s':>8} "
+              f"{'GFLOP/CPU s':>11} {'peak GB':>8} {'before fwd GB':>13}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['preset']:<9} {row['parameters']:>13,} {row['threads']:>7} {row['forward_s'] / args.views:>8.3f} "
-              f"{row['forward_s']:>9.2f} {row['forward_cpu_s']:>8.2f} {row['peak_gb']:>8.2f} "
-              f"{row['peak_before_forward_gb']:>13.2f}")
+        print(f"{row['preset']:<9} {row['parameters']:>13,} {row['gflops']:>8.0f} {row['threads']:>7} "
+              f"{row['forward_s'] / args.views:>8.3f} {row['forward_s']:>9.2f} {row['forward_cpu_s']:>8.2f} "
+              f"{row['gflops'] / row['forward_cpu_s']:>11.1f} {row['peak_gb']:>8.2f} {row['peak_before_forward_gb']:>13.2f}")
         if row["preset"] in OFFICIAL_REFERENCE and (args.views, args.height, args.width) == (2, 336, 504):
             seconds, gigabytes = OFFICIAL_REFERENCE[row["preset"]]
-            print(f"{'  official':<9} {'':>13} {'':>7} {seconds / 2:>8.3f} {seconds:>9.2f} {'':>8} {gigabytes:>8.2f}")
+            print(f"{'  official':<9} {'':>13} {'':>8} {'':>7} {seconds / 2:>8.3f} {seconds:>9.2f} {'':>8} {'':>11} "
+                  f"{gigabytes:>8.2f}")
 
 
 def main() -> None:

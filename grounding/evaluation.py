@@ -11,18 +11,32 @@ every question has one right answer that a careful person could give from the pi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from iggt.scene import Scene
+from iggt.scene import Instances, Scene
 from iggt.training.scene_format import ObjectInfo, SceneRecord
+from iggt.training.synthetic import GeneratorConfig, generate_scene, oracle_scene
 
 from .agent import AgentConfig, Answer, answer
 from .vlm.base import VLM
 
 KINDS = ("find", "count", "colour", "side", "nearest")
+SCENES = GeneratorConfig(num_views=6, image_size=(168, 224), object_count=(3, 6),
+                         categories=("cube", "sphere", "cone"),
+                         colors=("red", "green", "blue", "yellow", "purple", "cyan"),
+                         duplicate_probability=0.0, stack_probability=0.0)
+"""Generated scenes for grounding benchmarks: basic shapes and clearly distinct colours."""
+
+
+def benchmark_scene(seed: int, config: GeneratorConfig = SCENES) -> tuple[SceneRecord, Scene]:
+    """A generated scene and its oracle `Scene`, with the instance names removed (a VLM must find them)."""
+    record = generate_scene(seed, config)
+    scene = oracle_scene(record)
+    unnamed = [replace(info, name=None) for info in scene.instances.info]
+    return record, scene.with_instances(Instances(scene.instances.labels, unnamed))
 
 
 @dataclass(frozen=True)

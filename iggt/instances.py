@@ -428,7 +428,8 @@ def _point_statistics(ids: np.ndarray, points: np.ndarray, count: int) -> tuple[
     ids, points = ids[finite], points[finite]
     sizes = np.bincount(ids, minlength=count)
     with np.errstate(invalid="ignore", divide="ignore"):
-        centroids = np.stack([np.bincount(ids, points[:, axis], minlength=count) for axis in range(3)], 1) / sizes[:, None]
+        sums = np.stack([np.bincount(ids, points[:, axis], minlength=count) for axis in range(3)], axis=1)
+        centroids = sums / sizes[:, None]
     box_min = np.full((count, 3), np.nan)
     box_max = np.full((count, 3), np.nan)
     # A stable sort of small integers is a linear-time radix sort in numpy.

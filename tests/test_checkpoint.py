@@ -1,5 +1,6 @@
 """Checkpoints: official key layout, our save/load round trip, the released formats, bad files, offline Hub."""
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from iggt.model.checkpoint import (
     apply_state_dict,
     load_checkpoint_file,
     load_model,
+    load_official_weights,
     read_state_dict,
 )
 from iggt.model.iggt import IGGT
@@ -164,7 +166,20 @@ def test_vggt_checkpoint_loads_geometry_and_keeps_instance_branch_fresh(tiny, tm
     torch.testing.assert_close(model.aggregator.camera_token, tiny.aggregator.camera_token)
 
 
-def test_strict_loading_lists_every_problem(tiny):
+def test_official_weights_initialise_an_existing_model(tiny, tmp_path):
+    geometry = {k: v for k, v in tiny.state_dict().items() if not k.startswith(("part_adaptor.", "part_head."))}
+    torch.save(geometry, tmp_path / "vggt.pt")
+    model = IGGT(tiny.config)
+    report = load_official_weights(model, "vggt", tmp_path / "vggt.pt")
+    assert model.load_report is report and report.missing
+    torch.testing.assert_close(model.camera_head.embed_pose.weight, tiny.camera_head.embed_pose.weight)
+    with pytest.raises(CheckpointError, match="missing: part_adaptor"):
+        load_official_weights(IGGT(tiny.config), "iggt", tmp_path / "vggt.pt")
+    with pytest.raises(ValueError, match="expected 'iggt' or 'vggt'"):
+        load_official_weights(model, "dino", tmp_path / "vggt.pt")
+
+
+def test_strict_loading_lists_every_problem(tiny, caplog):
     state = dict(tiny.state_dict())
     state.pop("camera_head.embed_pose.bias")
     state["aggregator.extra"] = torch.zeros(1)
@@ -177,7 +192,9 @@ def test_strict_loading_lists_every_problem(tiny):
     assert "missing: camera_head.embed_pose.bias" in message
     assert "unexpected: aggregator.extra" in message
     assert "shape mismatch: depth_head.norm.weight is [5] in the file" in message
-    report = apply_state_dict(model, state, source="test.pt", strict=False)
+    with caplog.at_level(logging.WARNING, logger="iggt.model.checkpoint"):
+        report = apply_state_dict(model, state, source="test.pt", strict=False)
+    assert "unexpected: aggregator.extra" in caplog.text  # non-strict loading is never silent
     assert report.missing == ["camera_head.embed_pose.bias"]
     assert report.shape_mismatches == [("depth_head.norm.weight", (5,), tuple(model.depth_head.norm.weight.shape))]
     assert report.unexpected == ["aggregator.extra"]
@@ -217,13 +234,17 @@ def test_truncated_file_names_itself(tiny, tmp_path, suffix):
 def test_missing_file_and_unknown_spec():
     with pytest.raises(CheckpointError, match="not found: nowhere.pt"):
         read_state_dict("nowhere.pt")
-    with pytest.raises(CheckpointError, match="not a preset"):
-        load_model("./no/such/thing.pt")
+    for spec in ("./no/such/thing.pt", "checkpoints/model.pth"):
+        with pytest.raises(CheckpointError, match="not a preset"):
+            load_model(spec)
 
 
-def test_folder_without_saved_model_points_at_its_checkpoint(tmp_path):
-    (tmp_path / "IGGT.pth").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="pass one of its checkpoint files instead: IGGT.pth"):
+def test_folder_with_one_checkpoint_loads_it_and_with_two_asks_which(tiny, tmp_path):
+    torch.save(tiny.state_dict(), tmp_path / "IGGT.pth")
+    (tmp_path / "config.json").write_text(tiny.config.to_json())
+    assert load_model(tmp_path).load_report.source.endswith("IGGT.pth")
+    (tmp_path / "other.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"2 checkpoint files \(IGGT.pth, other.pt\).*pass the file"):
         load_model(tmp_path)
 
 

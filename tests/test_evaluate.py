@@ -43,6 +43,15 @@ def test_chain_views_ignores_small_overlaps():
     assert baselines.chain_views([view0, view1], min_iou=0.1)[1, 0, 0] == 0
 
 
+def test_select_views_keeps_the_chosen_views_only(tiny_record):
+    scene = oracle_scene(tiny_record)
+    picked = scene.select_views([2, 0])
+    np.testing.assert_array_equal(picked.depth, scene.depth[[2, 0]])
+    np.testing.assert_array_equal(picked.extrinsics, scene.extrinsics[[2, 0]])
+    assert picked.view_names == [scene.view_names[2], scene.view_names[0]]
+    assert picked.instances is None and scene.instances is not None
+
+
 def box_surface(center, half, step=0.04):
     """Points on the visible surface of an axis-aligned box standing on the floor (no bottom face)."""
     axes = [np.arange(c - h, c + h + 1e-9, step) for c, h in zip(center, half)]

@@ -137,11 +137,29 @@ def test_gradient_reaches_every_trainable_parameter():
     assert without == []
 
 
-def test_heads_stay_fp32_under_cpu_autocast(tiny):
+def test_residual_stream_and_heads_stay_fp32_under_cpu_autocast(tiny):
+    x = images(2, 3, 28, 28)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = tiny(images(2, 3, 28, 28))
+        out = tiny(x)
+        layers = tiny.aggregator(x[None])
     for name in ("pose_enc",) + DENSE_FIELDS:
         assert getattr(out, name).dtype == torch.float32, name
+    assert all(layer.dtype == torch.float32 for layer in layers.values())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny):
+    x = images(1, 2, 3, 28, 28, seed=6)
+    gradients, block_calls = [], []
+    for enabled in (False, True):
+        model = build(tiny.config.replace(gradient_checkpointing=enabled)).train()
+        model.load_state_dict(tiny.state_dict())
+        calls = []
+        model.aggregator.frame_blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        model(x).depth.mean().backward()
+        gradients.append(model.aggregator.frame_blocks[0].attn.qkv.weight.grad)
+        block_calls.append(len(calls))
+    torch.testing.assert_close(gradients[0], gradients[1])
+    assert block_calls == [1, 2]  # checkpointing recomputes the block in the backward pass
 
 
 # ----------------------------------------------------------------------------- layers
@@ -213,3 +231,11 @@ def test_invalid_config_names_the_problem():
         IGGTConfig.from_preset("tiny").replace(head_layer_indices=(0, 1, 2, 9))
     with pytest.raises(ValueError, match="not divisible"):
         IGGTConfig.from_preset("tiny").replace(num_heads=5)
+
+
+def test_forward_runs_on_the_meta_device_for_shape_and_flop_analysis():
+    with torch.device("meta"):
+        model = IGGT(IGGTConfig.from_preset("tiny")).eval()
+        model.aggregator.restore_constants("meta")
+        out = model(torch.empty(2, 3, 28, 42))
+    assert out.depth.is_meta and out.instance_features.shape == (1, 2, 8, 28, 42)

@@ -118,6 +118,10 @@ def test_ids_missing_from_objects_are_named(saved):
     (saved / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SceneRecordError, match=r"ids \[1\] are not listed"):
         load_scene_record(saved)
+    meta["objects"][1]["id"] = meta["objects"][0]["id"]
+    (saved / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SceneRecordError, match="object ids must be distinct"):
+        load_scene_record(saved)
 
 
 def test_wrong_format_and_broken_json_are_named(saved):

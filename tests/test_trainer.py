@@ -90,8 +90,9 @@ def scenes(tmp_path_factory) -> Path:
     return root
 
 
-def _tiny_recipe(scenes: Path, output: Path, steps: int = 3) -> list[str]:
-    return [f"data.root={scenes}", f"run.output_dir={output}", "model.preset=tiny", f"optim.steps={steps}",
+def _tiny_recipe(scenes: Path, output: Path, steps: int = 2) -> list[str]:
+    return [f"data.root={scenes}", f"run.output_dir={output}", "model.preset=tiny", "model.overrides={}",
+            f"optim.steps={steps}",
             "optim.warmup_steps=1", "data.images_per_batch=2", "data.view_range=[2, 2]", "data.num_workers=0",
             "data.samples.image_size=28", "loss.pixels_per_view=64", "run.checkpoint_every=100",
             "run.export_dtype=float32", "optim.lr_heads=1e-3", "optim.lr_backbone=1e-3"]
@@ -135,6 +136,9 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
     import subprocess
     import sys
 
+    import torch
+
+    from iggt.config import IGGTConfig
     from iggt.model.iggt import IGGT
 
     data, run = tmp_path / "data", tmp_path / "run"
@@ -143,10 +147,11 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
                               "--size", "32", "32"], check=True, cwd=REPO, capture_output=True)
     assert len(list(data.iterdir())) == 2
     result = subprocess.run(command + ["train", "--config", "configs/small-cpu.yaml"]
-                            + _tiny_recipe(data, run, steps=2) + ["run.export_dtype=float16"],
+                            + _tiny_recipe(data, run, steps=1) + ["run.export_dtype=float16"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"model saved to {run / 'model'}" in result.stdout
+    assert {t.dtype for t in _weights(run / "model").values() if t.is_floating_point()} == {torch.float16}
     model = IGGT.from_pretrained(str(run / "model"))
-    assert model.config.embed_dim == 64  # the tiny preset
-    assert next(model.parameters()).dtype.is_floating_point
+    assert model.config == IGGTConfig.from_preset("tiny")
+    assert next(model.parameters()).dtype == torch.float32  # loading casts the half weights back

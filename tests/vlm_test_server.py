@@ -7,7 +7,7 @@ computed from the pictures, never from hidden knowledge of the scene:
 * the outlined object of a highlight (magenta outline, see `grounding.highlight`) is found
   by filling the outline; its colour is the median hue of its pixels, its shape comes from
   the mask's geometry (cone = narrow top, sphere = fills its moment ellipse, else cube), voted
-  over the tiles by area (tiles where the object is cut off count little);
+  over the tiles (views where it is cut off or partly hidden count little);
 * yes/no questions ("Is the object outlined in magenta a red cube?") compare the words of
   the question with what was seen; naming requests get "<colour> <shape>" per image;
 * planning requests (the agent's system prompt) get JSON actions from a small rule-based
@@ -19,7 +19,7 @@ first-token top_logprobs), "slow-<seconds>" (answers late, for timeouts), "fail-
 "fail-500-<n>" (the first n requests fail with that status), "nonsense" (free text that is
 neither yes/no nor JSON), "bad-planner" (planning replies are not JSON, other requests are
 answered normally). Requests are logged in `TestServer.requests` (headers included) so tests
-can check what was sent.
+can check what was sent (header names lower-cased).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from grounding.highlight import CONTOUR_COLOR
 
@@ -76,11 +77,10 @@ def colour_name(pixels: np.ndarray) -> str:
 
 
 def shape_name(mask: np.ndarray) -> str:
-    """cone (top much narrower than bottom), sphere (fills the ellipse of its second moments), else cube."""
+    """cone (narrow top), sphere (fills the ellipse of its second moments), else cube."""
     rows = np.flatnonzero(mask.any(axis=1))
     widths = mask[rows].sum(axis=1).astype(np.float64)
-    quarter = max(1, len(rows) // 4)
-    if widths[:quarter].mean() < 0.45 * widths[-quarter:].mean():
+    if widths[:max(1, len(rows) // 4)].mean() < 0.4 * widths.max():
         return "cone"
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()
@@ -90,6 +90,15 @@ def shape_name(mask: np.ndarray) -> str:
     ellipse = np.einsum("...i,ij,...j->...", offsets, np.linalg.inv(cov), offsets) <= 4.0
     iou = (ellipse & mask).sum() / max((ellipse | mask).sum(), 1)
     return "sphere" if iou >= 0.945 else "cube"
+
+
+def solidity(mask: np.ndarray) -> float:
+    """Area over convex-hull area: well below 1 when something in front bites into the object."""
+    points = np.argwhere(mask)
+    try:
+        return float(min(1.0, mask.sum() / ConvexHull(points).volume))
+    except QhullError:  # a line of pixels
+        return 1.0
 
 
 def _tiles(array: np.ndarray) -> np.ndarray:
@@ -119,15 +128,16 @@ def outlined_objects(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, b
 
 
 def see(image: Image.Image) -> Seen | None:
-    """Colour and shape of the outlined object, voting over tiles by area (cut-off views count
-    little); None when nothing is outlined."""
+    """Colour and shape of the outlined object, voted over the tiles; views where the object is
+    cut off by the border or partly hidden count little. None when nothing is outlined."""
     regions = outlined_objects(image)
     if not regions:
         return None
     votes: dict[tuple[str, str], float] = {}
     for mask, pixels, cut in regions:
         key = (colour_name(pixels), shape_name(mask))
-        votes[key] = votes.get(key, 0.0) + (0.01 if cut else 1.0) * (1.0 + 1e-6 * float(mask.sum()))
+        weight = (0.01 if cut else 1.0) * (0.2 if solidity(mask) < 0.95 else 1.0)
+        votes[key] = votes.get(key, 0.0) + weight * (1.0 + 1e-6 * float(mask.sum()))
     (colour, shape), _ = max(votes.items(), key=lambda item: item[1])
     return Seen(colour, shape, sum(int(m.sum()) for m, _, _ in regions))
 
@@ -358,7 +368,7 @@ def _handler(state: TestServer):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             model = body.get("model", "seeing")
             with state.lock:
-                state.requests.append({"headers": dict(self.headers), "body": body})
+                state.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
             status = state.should_fail(model)
             if status is not None:
                 self._send(status, {"error": {"message": f"simulated {status}", "type": "test"}})

@@ -77,8 +77,7 @@ class QwenVLM(BaseVLM):
         device = resolve_device(config.device)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             config.model_id, dtype=resolve_dtype(config.dtype, device)).to(device)
-        processor = AutoProcessor.from_pretrained(config.model_id, min_pixels=config.min_pixels,
-                                                  max_pixels=config.max_pixels)
+        processor = AutoProcessor.from_pretrained(config.model_id)
         return cls(model, processor, config, **base_kwargs)
 
     @staticmethod
@@ -96,8 +95,8 @@ class QwenVLM(BaseVLM):
             all_images += [image.convert("RGB") for image in turn.images]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = self.processor(text=[text], images=all_images or None, return_tensors="pt",
-                                images_kwargs={"min_pixels": self.config.min_pixels,
-                                               "max_pixels": self.config.max_pixels})
+                                images_kwargs={"size": {"shortest_edge": self.config.min_pixels,
+                                                        "longest_edge": self.config.max_pixels}})
         return inputs.to(self.model.device)
 
     @torch.inference_mode()

@@ -48,9 +48,14 @@ class Aggregator(nn.Module):
         # Slot 0: the reference view; slot 1: every other view.
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, config.embed_dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, config.num_register_tokens, config.embed_dim))
-        self.register_buffer("_resnet_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_resnet_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+        self.restore_constants()
         self._init_weights()
+
+    def restore_constants(self, device: torch.device | str | None = None) -> None:
+        """(Re)create the non-persistent normalisation buffers (needed after building on the meta device)."""
+        device = device if device is not None else self.camera_token.device
+        for name, values in (("_resnet_mean", IMAGENET_MEAN), ("_resnet_std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(values, device=device).view(1, 1, 3, 1, 1), persistent=False)
 
     def _init_weights(self) -> None:
         init_transformer_weights(self)
@@ -93,7 +98,7 @@ class Aggregator(nn.Module):
         wanted = set(layers)
         images = (images - self._resnet_mean) / self._resnet_std
         patches = self.patch_embed(images.reshape(batch * views, 3, height, width))
-        special = self._special_tokens(batch, views).to(patches.dtype)
+        special = self._special_tokens(batch, views)
         tokens = torch.cat((special, patches), dim=1)  # [B*S, P, C]
         tokens_per_view, channels = tokens.shape[1:]
         frame_positions = self._positions(batch * views, grid_hw, images.device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import socket
 import zipfile
 from urllib.parse import urlparse
@@ -29,12 +30,15 @@ from .iggt import IGGT
 logger = logging.getLogger(__name__)
 
 OFFICIAL_REPO_ID = "lifuguan/IGGT_official"
+VGGT_REPO_ID, VGGT_FILENAME = "facebook/VGGT-1B", "model.pt"
 SKIPPED_PREFIXES = ("track_head.",)
 """Released weights we deliberately do not build (the point tracker, unused by IGGT's pipeline)."""
 INSTANCE_BRANCH_PREFIXES = ("part_adaptor.", "part_head.")
 """Absent from VGGT checkpoints; stays freshly initialised when starting from VGGT-1B."""
 WRAPPER_KEYS = ("model", "state_dict", "module")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""owner/name of a Hugging Face Hub repository."""
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -165,15 +169,39 @@ def apply_state_dict(
     report.missing = sorted(name for name in expected if name not in usable and name not in mismatched)
     report.unexpected.sort()
 
-    fatal = report.problems(allowed_missing)
-    if strict and fatal:
-        shown = "\n  ".join(fatal[:20]) + (f"\n  ... and {len(fatal) - 20} more" if len(fatal) > 20 else "")
-        raise CheckpointError(f"{source} does not fit the model ({len(fatal)} problems):\n  {shown}")
+    problems = report.problems(allowed_missing)
+    if strict and problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise CheckpointError(f"{source} does not fit the model ({len(problems)} problems):\n  {shown}")
     model.load_state_dict(usable, strict=False)
-    logger.info(report.summary())
-    for line in report.problems():
-        logger.debug("%s: %s", source, line)
+    if problems:  # not strict: say so loudly, with every problem
+        logger.warning("%s\n  %s", report.summary(), "\n  ".join(problems))
+    else:
+        logger.info(report.summary())
     return report
+
+
+def _model_for(config: IGGTConfig, state_dict: dict[str, Tensor]) -> IGGT:
+    """A model ready to receive ``state_dict``.
+
+    When the checkpoint covers every entry with the right shape, the model is built on the
+    meta device and takes the checkpoint's tensors directly (no random initialisation and no
+    second copy of the weights: for the 1B model that saves about a minute and 5 GB). Otherwise
+    it is built normally, so entries the file lacks keep a proper initialisation.
+    """
+    with torch.device("meta"):
+        model = IGGT(config)
+    expected = model.state_dict()
+    if any(name not in state_dict or tuple(state_dict[name].shape) != tuple(tensor.shape)
+           for name, tensor in expected.items()):
+        return IGGT(config)
+    model.load_state_dict({name: state_dict[name].to(tensor.dtype) for name, tensor in expected.items()},
+                          strict=True, assign=True)
+    model.aggregator.restore_constants("cpu")
+    on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if on_meta:
+        raise RuntimeError(f"entries left uninitialised after loading: {', '.join(on_meta)}")
+    return model
 
 
 def load_checkpoint_file(
@@ -191,7 +219,7 @@ def load_checkpoint_file(
         config = IGGTConfig.from_json(sibling) if sibling.is_file() else IGGTConfig.from_preset("iggt-1b")
     state_dict = read_state_dict(path)
     is_vggt = not any(name.startswith(INSTANCE_BRANCH_PREFIXES) for name in state_dict)
-    model = IGGT(config)
+    model = _model_for(config, state_dict)
     report = apply_state_dict(
         model, state_dict, source=str(path), strict=strict,
         allowed_missing=INSTANCE_BRANCH_PREFIXES if is_vggt else (),
@@ -288,14 +316,48 @@ def _load_from_hub(repo_id: str, strict: bool) -> tuple[IGGT, LoadReport]:
     return load_checkpoint_file(hub_download(repo_id, _checkpoint_file_in_repo(repo_id)), strict=strict)
 
 
+def load_official_weights(model: IGGT, kind: str, path: str | Path | None = None, *, strict: bool = True) -> LoadReport:
+    """Initialise an existing model from the released weights: ``kind`` "iggt" or "vggt" (training's init).
+
+    ``path`` is the downloaded checkpoint file; without it the file is fetched from the Hub
+    (``lifuguan/IGGT_official`` or ``facebook/VGGT-1B``), which fails fast when offline. With
+    "vggt" the instance branch is allowed to be missing and keeps its initialisation.
+    """
+    if kind not in ("iggt", "vggt"):
+        raise ValueError(f"unknown official weights {kind!r}; expected 'iggt' or 'vggt'")
+    if path is None:
+        path = (hub_download(OFFICIAL_REPO_ID, _checkpoint_file_in_repo(OFFICIAL_REPO_ID)) if kind == "iggt"
+                else hub_download(VGGT_REPO_ID, VGGT_FILENAME))
+    report = apply_state_dict(
+        model, read_state_dict(path), source=str(path), strict=strict,
+        allowed_missing=INSTANCE_BRANCH_PREFIXES if kind == "vggt" else (),
+    )
+    model.load_report = report
+    return report
+
+
 # --------------------------------------------------------------------------- one entry point
+
+
+def _checkpoint_file_in_folder(folder: Path) -> Path:
+    """``model.safetensors`` of a saved model, else the folder's only checkpoint file (e.g. a download)."""
+    if (folder / WEIGHTS_NAME).is_file():
+        return folder / WEIGHTS_NAME
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    if len(found) != 1:
+        raise CheckpointError(
+            f"{folder} holds {len(found)} checkpoint files ({', '.join(p.name for p in found) or 'none'}); "
+            f"expected a saved IGGT model ({CONFIG_NAME} + {WEIGHTS_NAME}) or exactly one checkpoint: pass the file"
+        )
+    return found[0]
 
 
 def load_model(spec: str | Path, *, strict: bool = True) -> IGGT:
     """A ready model (eval mode, CPU) from a preset name, a folder, a checkpoint file or a Hub repo id.
 
     * preset (``tiny``, ``small``, ``iggt-1b``): random weights, for tests and training;
-    * folder written by ``IGGT.save_pretrained`` (``config.json`` + ``model.safetensors``);
+    * folder written by ``IGGT.save_pretrained`` (``config.json`` + ``model.safetensors``), or
+      a folder with exactly one checkpoint file (such as a download of the released weights);
     * a checkpoint file: ours, the released IGGT ``.pt/.pth/.safetensors``, or VGGT-1B;
     * ``owner/name`` on the Hugging Face Hub (fails fast when offline, saying what to do).
 
@@ -308,17 +370,10 @@ def load_model(spec: str | Path, *, strict: bool = True) -> IGGT:
         logger.warning("model %r: preset with RANDOM weights (no checkpoint loaded)", text)
         model = IGGT(IGGTConfig.from_preset(text)).eval()
     elif path.is_dir():
-        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not config_path.is_file() or not weights_path.is_file():
-            found = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
-            raise CheckpointError(
-                f"{path} is not a saved IGGT model (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
-                + (f"; pass one of its checkpoint files instead: {', '.join(found)}" if found else "")
-            )
-        model, report = load_checkpoint_file(weights_path, IGGTConfig.from_json(config_path), strict=strict)
+        model, report = load_checkpoint_file(_checkpoint_file_in_folder(path), strict=strict)
     elif path.is_file():
         model, report = load_checkpoint_file(path, strict=strict)
-    elif text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.suffix:
+    elif HUB_ID.fullmatch(text) and path.suffix not in CHECKPOINT_SUFFIXES:
         model, report = _load_from_hub(text, strict)
     else:
         raise CheckpointError(

@@ -63,7 +63,8 @@ def full_precision(device_type: str) -> Iterator[None]:
     """Switch autocast off for the device in use and for the CPU (a CPU autocast would apply too)."""
     with contextlib.ExitStack() as stack:
         for kind in dict.fromkeys((device_type, "cpu")):
-            stack.enter_context(torch.autocast(device_type=kind, enabled=False))
+            if torch.amp.is_autocast_available(kind):  # not e.g. for "meta" (shape/FLOP analysis)
+                stack.enter_context(torch.autocast(device_type=kind, enabled=False))
         yield
 
 
@@ -86,6 +87,8 @@ class IGGT(
                 f"({config.instance_features}) must equal dpt_features ({config.dpt_features})"
             )
         self.config = config
+        self.load_report = None
+        """The `LoadReport` of the checkpoint these weights came from (set by the loaders), else None."""
         dim_in = config.head_dim_in
         dense = dict(
             patch_size=config.patch_size,

@@ -214,9 +214,10 @@ class PatchEmbedder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         grid_hw = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
         tokens = self.patch_embed(images)
-        tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens), dim=1)
+        # No casts: under autocast the fp32 class token promotes the stream back to fp32.
+        tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
         tokens = tokens + self.position_embedding(grid_hw, tokens.dtype)
-        registers = self.register_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        registers = self.register_tokens.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat((tokens[:, :1], registers, tokens[:, 1:]), dim=1)
         for block in self.blocks:
             tokens = block(tokens)

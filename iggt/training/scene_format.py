@@ -121,6 +121,7 @@ class SceneRecord:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
     def object(self, object_id: int) -> ObjectInfo:
+        """The object with this id (as in ``instance_ids``)."""
         for obj in self.objects:
             if obj.id == object_id:
                 return obj
@@ -231,6 +232,10 @@ def load_scene_record(directory: str | Path) -> SceneRecord:
         objects = [ObjectInfo.from_json(o) for o in meta["objects"]]
     except (KeyError, TypeError, ValueError) as err:
         raise SceneRecordError(f"{directory / 'meta.json'}: malformed object entry ({err!r})") from None
+    object_ids = [o.id for o in objects]
+    if len(set(object_ids)) != len(object_ids) or any(i < 1 or i > 65535 for i in object_ids):
+        raise SceneRecordError(f"{directory / 'meta.json'}: object ids must be distinct integers in 1..65535, "
+                               f"got {object_ids}")
     intrinsics, extrinsics = _read_cameras(directory / "cameras.json", views)
 
     def read_all(sub: str, kind: str) -> np.ndarray:
@@ -245,8 +250,7 @@ def load_scene_record(directory: str | Path) -> SceneRecord:
     instance_ids = read_all("instances", "uint16").astype(np.int32)
     semantic = read_all("semantic", "uint16").astype(np.int32) if (directory / "semantic").is_dir() else None
 
-    known = {o.id for o in objects}
-    unknown = sorted(set(np.unique(instance_ids).tolist()) - known - {0})
+    unknown = sorted(set(np.unique(instance_ids).tolist()) - set(object_ids) - {0})
     if unknown:
         raise SceneRecordError(f"{directory / 'instances'}: ids {unknown[:5]} are not listed in meta.json objects")
     return SceneRecord(name=str(meta["name"]), images=images, depth=depth,

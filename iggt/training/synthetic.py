@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from iggt.geometry import unproject_depth
-from iggt.instances import describe_instances
 from iggt.scene import BACKGROUND, Scene, ViewTransform
 from iggt.training.scene_format import (ObjectInfo, SceneRecord, SceneRecordError, quantize_depth, read_scene_meta,
                                         relative_extrinsics, save_scene_record)
@@ -764,6 +762,11 @@ def oracle_scene(record: SceneRecord) -> Scene:
     random unit vectors per instance id (so clustering recovers the instances); instances come
     from `describe_instances` on the true ids, named "<color_name> <category>".
     """
+    # imported here: they pull in torch and hdbscan, which scene generation (and its worker
+    # processes) never needs
+    from iggt.geometry import unproject_depth
+    from iggt.instances import describe_instances
+
     extrinsics = relative_extrinsics(record.extrinsics)
     depth = record.depth.astype(np.float32)
     points = unproject_depth(depth, extrinsics, record.intrinsics)

@@ -1,0 +1,224 @@
+"""Spatial tools, the action format, naming, verify and agent modes, and the `ask` command."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grounding.agent import AgentConfig, answer, parse_action, target_phrase
+from grounding.evaluation import benchmark_scene, make_questions, run_questions, summarize
+from grounding.naming import name_instances, parse_names
+from grounding.spatial import SceneGeometry, SpatialError, relation_holds, sort_instances
+from grounding.vlm.base import BaseVLM, VLMAnswer
+from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
+from vlm_test_server import start_test_server
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = start_test_server()
+    yield running
+    running.stop()
+
+
+def seeing(server, model="seeing") -> OpenAIVLM:
+    return OpenAIVLM(OpenAIConfig(model=model, base_url=server.url, timeout=10.0, max_retries=1))
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return benchmark_scene(3)
+
+
+# -- spatial ------------------------------------------------------------------------------
+
+def hand_geometry() -> SceneGeometry:
+    """Camera 0 at the origin looking down +z (OpenCV); camera 1 looks back from z = 10."""
+    centroids = np.array([[-1.0, 0.0, 5.0], [1.0, -0.5, 6.0], [0.2, 1.0, 3.0]])
+    turned = np.array([[-1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, -1.0, 10.0]])
+    extrinsics = np.stack([np.eye(3, 4), turned])
+    intrinsics = np.repeat(np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])[None], 2, axis=0)
+    return SceneGeometry(centroids, np.array([[1.0, 1, 1], [2, 2, 2], [0.5, 0.5, 0.5]]), extrinsics, intrinsics,
+                         up=np.array([0.0, -1.0, 0.0]), names=(None, None, None))
+
+
+def test_relations_follow_the_chosen_view():
+    geometry = hand_geometry()
+    assert relation_holds(geometry, 0, "left_of", 1, view=0)[0]
+    assert relation_holds(geometry, 0, "right_of", 1, view=1)[0]  # seen from the other side
+    assert relation_holds(geometry, 2, "in_front_of", 0, view=0)[0]
+    assert relation_holds(geometry, 2, "behind", 0, view=1)[0]
+    assert relation_holds(geometry, 1, "above", 0)[0] and relation_holds(geometry, 2, "below", 0)[0]
+
+
+def test_orders_distances_and_sizes():
+    geometry = hand_geometry()
+    assert [k for k, _ in sort_instances(geometry, [0, 1, 2], "left_to_right")] == [0, 2, 1]
+    assert [k for k, _ in sort_instances(geometry, [0, 1, 2], "nearest_to", reference=0)] == [2, 1]
+    assert [k for k, _ in sort_instances(geometry, [0, 1, 2], "nearest_to_camera", view=1)] == [1, 0, 2]
+    assert [k for k, _ in sort_instances(geometry, [0, 1, 2], "largest_to_smallest")] == [1, 0, 2]
+    assert geometry.distance(0, 1) == pytest.approx(np.sqrt(4 + 0.25 + 1))
+
+
+def test_up_direction_comes_from_the_cameras(generated):
+    record, scene = generated
+    geometry = SceneGeometry.from_scene(scene)
+    world_up = np.array([0.0, 0.0, 1.0])  # the generator's world is z-up; the scene's world is camera 0
+    expected = scene.extrinsics[0, :, :3] @ record.extrinsics[0, :, :3].T @ world_up  # identity on the left
+    expected = record.extrinsics[0, :, :3] @ world_up
+    assert np.dot(geometry.up, expected) > 0.95
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g: relation_holds(g, 0, "beside", 1), "unknown relation"),
+    (lambda g: sort_instances(g, [0, 7], "left_to_right"), "unknown instance"),
+    (lambda g: sort_instances(g, [0, 1], "nearest_to"), "needs a reference"),
+    (lambda g: sort_instances(g, [0, 1], "left_to_right", view=5), "unknown view"),
+])
+def test_spatial_errors_are_clear(call, message):
+    with pytest.raises(SpatialError, match=message):
+        call(hand_geometry())
+
+
+# -- formats ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"action": "list_instances"}', None),
+    ('```json\n{"action": "look", "ids": [1]}\n```', None),
+    ('{"action": "sort", "ids": "all", "by": "left_to_right", "view": 1}', None),
+    ('Sure! {"action": "list_instances"}', "not a single JSON object"),
+    ('{"action": "fly"}', "unknown action"),
+    ('{"action": "check", "ids": [1]}', "needs field(s) question"),
+    ('{"action": "distance", "a": 1, "b": 2, "c": 3}', "unknown field(s) c"),
+    ('[1, 2]', "not a JSON object"),
+])
+def test_actions_are_parsed_strictly(text, problem):
+    action, found = parse_action(text)
+    assert found == problem if problem is None else problem in found
+    assert (action is None) == (problem is not None)
+
+
+def test_names_are_parsed_strictly():
+    assert parse_names('{"1": "Red  Mug", "2": "chair"}', 2) == ({1: "red mug", 2: "chair"}, None)
+    assert parse_names('{"3": "mug"}', 2)[1] == "unknown image number '3'"
+    assert parse_names("a mug", 1) == ({}, "not a JSON object")
+
+
+def test_target_phrase():
+    assert target_phrase("Where is the red cube?") == "the red cube"
+    assert target_phrase("Which object is the blue ball") == "the blue ball"
+    assert target_phrase("the green cone") == "the green cone"
+
+
+# -- with the seeing server ------------------------------------------------------------------
+
+def test_naming_fills_names_on_a_copy_and_is_cached(server, generated):
+    record, scene = generated
+    backend = seeing(server)
+    named, notes = name_instances(scene, backend, "scene-3")
+    assert notes == [] and all(info.name is None for info in scene.instances.info)
+    for info in named.instances.info:
+        ids = record.instance_ids[scene.instances.labels == info.id]
+        truth = record.object(int(ids[0]))
+        assert info.name.split()[0] == truth.color_name
+    before = len(server.state.requests)
+    again, _ = name_instances(scene, backend, "scene-3")
+    assert len(server.state.requests) == before
+    assert [i.name for i in again.instances.info] == [i.name for i in named.instances.info]
+
+
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+def test_small_question_set(server, mode):
+    outcomes = []
+    for seed in (3, 7):
+        record, scene = benchmark_scene(seed)
+        outcomes += run_questions(scene, make_questions(record, scene), seeing(server), mode)
+    summary = summarize(outcomes)
+    wrong = [(o.question.text, o.reply.text) for o in outcomes if not o.correct]
+    assert summary.questions >= (4 if mode == "verify" else 15)
+    assert summary.accuracy >= 0.95, wrong
+
+
+@pytest.mark.slow
+def test_large_question_set(server):
+    outcomes = []
+    for seed in range(10):
+        record, scene = benchmark_scene(seed)
+        for mode in ("verify", "agent"):
+            outcomes += run_questions(scene, make_questions(record, scene), seeing(server), mode)
+    summary = summarize(outcomes)
+    assert summary.questions >= 40
+    assert summary.accuracy >= 0.95, [(o.question.text, o.reply.text) for o in outcomes if not o.correct]
+
+
+def test_a_planner_that_breaks_the_format_falls_back_to_verify(server, generated):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "find")
+    result = answer(scene, question.text, seeing(server, "bad-planner"), "agent", AgentConfig(max_invalid=3))
+    kinds = [step.kind for step in result.trace]
+    assert kinds.count("invalid") == 3 and "fallback" in kinds and result.fell_back
+    assert set(result.instance_ids) == question.expected_ids
+
+
+class ScriptedVLM(BaseVLM):
+    """Plans from a fixed list of replies (and answers every yes/no with yes)."""
+
+    def __init__(self, replies):
+        super().__init__(max_concurrency=2)
+        self.replies = list(replies)
+
+    def _ask(self, images, prompt, system, history, want_logprobs):
+        if system is None:
+            return VLMAnswer("Yes")
+        return VLMAnswer(self.replies.pop(0) if self.replies else '{"action": "list_instances"}')
+
+
+def test_invalid_actions_cost_steps_and_are_recorded(generated):
+    _, scene = generated
+    replies = ['{"action": "look", "ids": [99]}', "not json",
+               '{"action": "relation", "a": 0, "relation": "left_of", "b": 1}',
+               '{"action": "answer", "ids": [1], "text": "Instance 1."}']
+    result = answer(scene, "What is left of instance 1?", ScriptedVLM(replies), "agent",
+                    AgentConfig(name_instances=False))
+    kinds = [step.kind for step in result.trace]
+    assert kinds.count("invalid") == 2 and kinds.count("tool") == 1 and not result.fell_back
+    assert "unknown instance id(s) [99]" in result.trace[1].summary
+    assert result.instance_ids == [1] and result.text == "Instance 1."
+
+
+def test_the_step_budget_ends_in_the_fallback(generated):
+    _, scene = generated
+    result = answer(scene, "Where is the red object?", ScriptedVLM([]), "agent",
+                    AgentConfig(max_steps=3, name_instances=False))
+    kinds = [step.kind for step in result.trace]
+    assert kinds.count("tool") == 3 and "fallback" in kinds
+    assert result.instance_ids == list(range(scene.instances.count))  # the scripted VLM says yes to all
+
+
+def test_ask_command_prints_the_answer_and_writes_highlights(server, generated, tmp_path):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "find")
+    scene_file = scene.save(tmp_path / "scene.npz")
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "iggt", "ask", str(scene_file), question.text, "--backend", "openai",
+         "--base-url", server.url, "--model", "seeing", "--mode", "agent", "--out", str(out)],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert completed.returncode == 0, completed.stderr
+    (expected,) = question.expected_ids
+    assert f"instance {expected}" in completed.stdout
+    assert (out / f"instance_{expected:03d}.png").is_file() and (out / "overview.png").is_file()
+    saved = json.loads((out / "answer.json").read_text())
+    assert saved["instance_ids"] == [expected] and saved["trace"]
+
+
+def test_ask_command_names_a_bad_scene_file(tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    completed = subprocess.run([sys.executable, "-m", "iggt", "ask", str(tmp_path / "broken.npz"), "Where?",
+                                "--base-url", "http://127.0.0.1:9/v1"],
+                               cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "broken.npz" in completed.stderr
