@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 COLOR_MODES = {"RGB": "rgb", "Instances": "instance", "Feature PCA": "pca"}
 CLUSTERING_CHOICES = ("small", "medium", "large", "none")
-_DIRECTORIES = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]")
+_DIRECTORIES = re.compile(r"(?<![\w:/.\-])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]")
 """Directory part of an absolute path inside a message (the file name after it is kept)."""
 
 

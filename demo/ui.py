@@ -56,7 +56,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 clustering = gr.Radio(list(CLUSTERING_CHOICES), value="large",
                                       label="Instance granularity (clustering preset)")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(label="Status", elem_id="status")
             with gr.Column(scale=2):
                 viewer = gr.Model3D(label="3D scene", height=480, elem_id="viewer")
                 with gr.Row():
@@ -72,9 +72,9 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                     view_number = gr.Slider(1, 2, value=1, step=1, interactive=False,
                                             label="View (click a pixel to select its instance)")
                     click_view = gr.Image(label="Click an object", interactive=False, elem_id="click-view")
-                    selection = gr.Markdown(elem_id="selection")
+                    selection = gr.Markdown(label="Selection", elem_id="selection")
                 with gr.Column(scale=1):
-                    instance_list = gr.HTML(elem_id="instances")
+                    instance_list = gr.HTML(label="Instances", elem_id="instances")
             overlays = gr.Gallery(label="Instances in every view", columns=4, height=360, elem_id="overlays")
         with gr.Tab("Depth"):
             depths = gr.Gallery(label="Depth maps", columns=4, height=360, elem_id="depths")
@@ -92,8 +92,8 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 model_name = gr.Textbox(label="Model name", placeholder="gpt-4o / Qwen/Qwen2.5-VL-7B-Instruct")
                 api_key = gr.Textbox(label="API key (used for your questions only, never stored)", type="password",
                                      elem_id="api-key")
-            answer = gr.Markdown(elem_id="answer")
-            trace = gr.Markdown(elem_id="trace")
+            answer = gr.Markdown(label="Answer", elem_id="answer")
+            trace = gr.Markdown(label="Trace", elem_id="trace")
         downloads = gr.File(label="Downloads: GLB, PLY, masks, COLMAP model, scene file", file_count="multiple",
                             interactive=False, elem_id="downloads")
 

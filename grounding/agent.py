@@ -3,7 +3,7 @@
 * ``verify`` (the IGGT paper's method): every instance is highlighted and the VLM is asked
   "Is the highlighted object <target>?"; the instances answered yes are returned, ranked by
   P(yes).
-* ``agent``: the VLM plans in a strict JSON action format (`AGENT_SYSTEM_PROMPT`) and calls
+* ``agent``: the VLM plans in a strict JSON action format (`agent_system_prompt`) and calls
   tools: the instance list, looking at highlights, yes/no checks, and spatial relations,
   orders and distances computed from the 3D reconstruction (`grounding.spatial`). Invalid
   actions cost a step and are recorded; after `AgentConfig.max_invalid` invalid replies in a
@@ -82,6 +82,8 @@ class Answer:
     vlm_seconds: float
     """Wall-clock time during which at least one VLM request was running."""
     total_seconds: float
+    instance_names: dict[int, str | None] = field(default_factory=dict)
+    """Names of the answered instances (from the VLM naming pass in agent mode, else the scene's)."""
     fell_back: bool = False
 
     @property
@@ -91,6 +93,7 @@ class Answer:
     def to_json(self) -> dict:
         return {"question": self.question, "mode": self.mode, "text": self.text,
                 "instance_ids": self.instance_ids,
+                "instance_names": {str(k): v for k, v in self.instance_names.items()},
                 "probabilities": {str(k): v for k, v in self.probabilities.items()},
                 "fell_back": self.fell_back, "vlm_calls": self.vlm_calls, "vlm_seconds": self.vlm_seconds,
                 "total_seconds": self.total_seconds, "trace": [s.to_json() for s in self.trace]}
@@ -163,13 +166,15 @@ def check_question(target: str) -> str:
     return f'Is the object outlined in magenta {target}?'
 
 
-AGENT_SYSTEM_PROMPT = f"""You answer questions about a 3D scene reconstructed from several photos.
+def agent_system_prompt(max_look: int) -> str:
+    """The planner's instructions: the tools and the strict JSON action format."""
+    return f"""You answer questions about a 3D scene reconstructed from several photos.
 The scene is split into instances with integer ids. You cannot see the scene directly: you call tools.
 Reply with exactly one JSON object and nothing else, one of:
 {{"action": "list_instances"}}
   -> every instance: id, name (may be null), centroid, size, image_x_in_view, depth_in_view, height.
 {{"action": "look", "ids": [ID, ...]}}
-  -> pictures of at most {{max_look}} instances (outlined in magenta, the rest dimmed); "ids": [] shows the
+  -> pictures of at most {max_look} instances (outlined in magenta, the rest dimmed); "ids": [] shows the
      whole scene with every instance numbered.
 {{"action": "check", "ids": [ID, ...] or "all", "question": "Is the object outlined in magenta red?"}}
   -> yes/no for every listed instance, with P(yes) and the number of yes answers (use it to count).
@@ -342,9 +347,10 @@ class _Grounder:
     # -- agent -----------------------------------------------------------------------------
     def plan(self, question: str) -> tuple[str, list[int], dict[int, float]] | None:
         """Run the planning loop; None when it ended without a valid answer."""
-        system = AGENT_SYSTEM_PROMPT.replace("{max_look}", str(self.config.max_look))
+        system = agent_system_prompt(self.config.max_look)
         count = self.scene.instances.count
-        pending = Message("user", f"Question: {question}\nThe scene has {count} instances, ids 0 to {count - 1}. "
+        pending = Message("user", f"Question: {question}\nThe scene has {count} instances, ids 0 to {count - 1}, "
+                                  f"seen in {self.scene.num_views} views, 0 to {self.scene.num_views - 1}. "
                                   "Reply with your first action.")
         history: list[Message] = []
         invalid = 0
@@ -417,5 +423,6 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
     grounder.trace.append(TraceStep("answer", text, {"instance_ids": ids},
                                     [grounder.highlight(k) for k in ids[:config.max_look]]))
     grounder.progress(1.0, "done")
+    names = {k: grounder.scene.instances.info[k].name for k in ids}
     return Answer(question, mode, text, ids, probabilities, grounder.trace, grounder.vlm.calls,
-                  grounder.vlm.busy_seconds, time.perf_counter() - start, fell_back)
+                  grounder.vlm.busy_seconds, time.perf_counter() - start, names, fell_back)

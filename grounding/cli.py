@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(result.text)
     for k in result.instance_ids:
-        name = scene.instances.info[k].name
+        name = result.instance_names.get(k)
         probability = result.probabilities.get(k)
         print(f"  instance {k}" + (f" ({name})" if name else "")
               + (f"  P(yes) = {probability:.2f}" if probability is not None else ""))

@@ -10,6 +10,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imageio.v3
 import pytest
 import trimesh
 from gradio_client import Client, handle_file
@@ -34,11 +35,23 @@ def photos(tmp_path_factory) -> list[Path]:
     return write_synthetic_photos(tmp_path_factory.mktemp("photos"), seed=3, views=3)
 
 
-def reconstruct(client: Client, files=None, example: str = "", clustering: str = "large"):
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """An 8-frame MP4 of a generated scene."""
+    from iggt.training.synthetic import GeneratorConfig, generate_scene
+
+    path = tmp_path_factory.mktemp("video") / "walkthrough.mp4"
+    record = generate_scene(4, GeneratorConfig(num_views=8, image_size=(112, 112), object_count=(3, 5)))
+    imageio.v3.imwrite(path, record.images, fps=4, codec="libx264")
+    return path
+
+
+def reconstruct(client: Client, files=None, example: str = "", video: Path | None = None, video_frames: int = 4,
+                clustering: str = "large"):
     """Call the /reconstruct endpoint; the display options keep their defaults."""
     uploads = [handle_file(str(p)) for p in files] if files else None
-    return client.predict(files=uploads, video=None, video_frames=4, example=example, clustering=clustering,
-                          api_name="/reconstruct")
+    return client.predict(files=uploads, video=handle_file(str(video)) if video else None, video_frames=video_frames,
+                          example=example, clustering=clustering, api_name="/reconstruct")
 
 
 def ask(client: Client, question: str, base_url: str, api_key: str = "", mode: str = "agent"):
@@ -91,11 +104,11 @@ def test_upload_then_question_and_the_api_key_stays_secret(app, photos, vlm_serv
     assert not leaked, f"the API key was written to {leaked}"
 
 
-def test_four_clients_at_once_and_a_bad_upload_only_fails_its_own_client(app, photos, tmp_path):
+def test_four_clients_at_once_and_a_bad_upload_only_fails_its_own_client(app, photos, video, tmp_path):
     not_a_photo = tmp_path / "holiday.jpg"
     not_a_photo.write_text("this is a text file, not a photo")
-    jobs = {"example": dict(example="synthetic-12"), "three": dict(files=photos),
-            "two": dict(files=photos[:2]), "bad": dict(files=[photos[0], not_a_photo])}
+    jobs = {"example": dict(example="synthetic-12"), "three": dict(files=photos[:3]),
+            "video": dict(video=video, video_frames=2), "bad": dict(files=[photos[0], not_a_photo])}
 
     def run(job: dict):
         try:
@@ -108,7 +121,7 @@ def test_four_clients_at_once_and_a_bad_upload_only_fails_its_own_client(app, ph
 
     assert results["example"].startswith("Done: **6 views**")
     assert results["three"].startswith("Done: **3 views**")
-    assert results["two"].startswith("Done: **2 views**")
+    assert results["video"].startswith("Done: **2 views**")
     error = results["bad"]
     assert isinstance(error, AppError), error
     message = str(error)

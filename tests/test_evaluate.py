@@ -152,3 +152,11 @@ def test_runner_explains_an_empty_data_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m iggt generate"):
         evaluate.run_evaluation(evaluate.EvaluationConfig(data=tmp_path / "empty", checkpoint="tiny",
                                                           out=tmp_path / "out"))
+
+
+def test_evaluate_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
+    from iggt.__main__ import main
+
+    code = main(["evaluate", "--data", str(tmp_path / "missing"), "--checkpoint", "tiny", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: Scene folder not found: {tmp_path / 'missing'}"

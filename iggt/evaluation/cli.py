@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 CLUSTERING_PRESETS = ("small", "medium", "large")
@@ -31,16 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Run the command; a missing folder or model gives one line on stderr and exit code 2."""
     from iggt.evaluation.evaluate import EvaluationConfig, run_evaluation
     from iggt.instances import ClusteringConfig
+    from iggt.model.checkpoint import CheckpointError
     from iggt.reconstruct import DEFAULT_CHECKPOINT
 
     if args.max_scenes is not None and args.max_scenes < 1:
-        raise ValueError(f"--max-scenes must be at least 1, got {args.max_scenes}")
+        print(f"error: --max-scenes must be at least 1, got {args.max_scenes}", file=sys.stderr)
+        return 2
     config = EvaluationConfig(data=args.data, checkpoint=str(args.checkpoint or DEFAULT_CHECKPOINT), out=args.out,
                               clustering=ClusteringConfig.from_preset(args.clustering), max_scenes=args.max_scenes,
                               baselines=not args.no_baselines, device=args.device)
-    summary = run_evaluation(config)
+    try:
+        summary = run_evaluation(config)
+    except (FileNotFoundError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"{summary['scenes_evaluated']} scenes evaluated, {summary['scenes_failed']} failed; "
           f"report: {args.out / 'report.md'}")
     return 0 if summary["scenes_evaluated"] else 1

@@ -4,10 +4,12 @@ For every scene record of a folder (the format of `iggt.training.scene_format`):
 
 1. the ground truth is re-expressed with world = first camera (the model's convention) and
    unprojected to GT world points;
-2. the model reconstructs the views (`Reconstructor`) and its features are clustered
-   (`segment_instances`); the baselines of `iggt.evaluation.baselines` and the oracle
-   (perfect features through the same clustering) label the same scene;
-3. `iggt.evaluation.metrics` scores geometry (model only) and instances (every method).
+2. the model reconstructs the views (`Reconstructor`, at the model's own resolution, as for
+   photos) and its features are clustered (`segment_instances`); the baselines of
+   `iggt.evaluation.baselines` and the oracle (perfect features through the same clustering)
+   label the same scene;
+3. predictions are mapped back to the record's pixels (nearest neighbour) and
+   `iggt.evaluation.metrics` scores geometry (model only) and instances (every method).
 
 Outputs in the report folder: ``metrics.json`` (every figure, per scene and averaged),
 ``report.md`` (tables, model vs baselines) and PNG plots (per-scene bars; masks next to the
@@ -30,13 +32,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from PIL import Image
 from tqdm import tqdm
 
 from iggt.evaluation import baselines, metrics
 from iggt.geometry import unproject_depth
 from iggt.instances import ClusteringConfig, instance_colors, segment_instances
-from iggt.scene import Scene
+from iggt.scene import BACKGROUND, Scene, ViewTransform
 from iggt.training.scene_format import SceneRecord, list_scene_records, load_scene_record
 from iggt.training.synthetic import oracle_scene, relative_extrinsics
 
@@ -127,6 +129,43 @@ class GroundTruth:
         return cls(extrinsics, points, valid)
 
 
+@dataclass
+class RecordGrid:
+    """Nearest-neighbour lookup of the model-input pixel that covers each pixel of the record.
+
+    The model sees the views resized (and maybe cropped) to its own resolution; predictions
+    are scored at the record's resolution, as depth benchmarks resize the prediction to the
+    ground truth. Record pixels cropped away get a fill value (no prediction).
+    """
+
+    rows: np.ndarray
+    """``[S, H, W]`` model-input row of each record pixel."""
+    cols: np.ndarray
+    inside: np.ndarray
+    """``[S, H, W]`` whether that pixel exists in the model input."""
+
+    @classmethod
+    def of(cls, scene: Scene, record_size: tuple[int, int]) -> "RecordGrid":
+        height, width = record_size
+        transforms = scene.view_transforms
+        if not transforms and scene.image_size == record_size:
+            transforms = [ViewTransform(record_size, record_size)] * scene.num_views
+        if len(transforms) != scene.num_views:
+            raise ValueError(f"the reconstruction has {scene.num_views} views but {len(transforms)} view transforms")
+        y, x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")  # pixel centres
+        rows, cols = zip(*(t.from_original(y, x) for t in transforms))
+        rows, cols = np.floor(np.stack(rows)).astype(np.int64), np.floor(np.stack(cols)).astype(np.int64)
+        inside = (rows >= 0) & (rows < scene.image_size[0]) & (cols >= 0) & (cols < scene.image_size[1])
+        return cls(np.clip(rows, 0, scene.image_size[0] - 1), np.clip(cols, 0, scene.image_size[1] - 1), inside)
+
+    def resample(self, array: np.ndarray, fill: float | int) -> np.ndarray:
+        """``[S, h, w, ...]`` at the model input -> ``[S, H, W, ...]`` at the record."""
+        views = np.arange(len(self.rows))[:, None, None]
+        result = np.array(np.asarray(array)[views, self.rows, self.cols])
+        result[~self.inside] = fill
+        return result
+
+
 # ============================================================================ one scene
 
 
@@ -151,11 +190,12 @@ def instance_figures(record: SceneRecord, truth: GroundTruth,
     return figures, tracking
 
 
-def geometry_figures(scene: Scene, record: SceneRecord, truth: GroundTruth) -> dict[str, float]:
-    """Depth, point-map and camera metrics of the model's reconstruction."""
-    figures = metrics.depth_metrics(scene.depth, record.depth, truth.valid).summary()
+def geometry_figures(scene: Scene, grid: RecordGrid, record: SceneRecord, truth: GroundTruth) -> dict[str, float]:
+    """Depth, point-map and camera metrics of the model's reconstruction, at the record's pixels."""
+    depth = grid.resample(scene.depth, np.nan)
+    figures = metrics.depth_metrics(depth, record.depth, truth.valid).summary()
     for prefix, points in (("points", scene.world_points), ("depth_points", scene.points_from_depth)):
-        result = metrics.pointmap_metrics(points, truth.points, truth.valid)
+        result = metrics.pointmap_metrics(grid.resample(points, np.nan), truth.points, truth.valid)
         figures.update({f"{prefix}_{k}": v for k, v in result.summary().items()})
     figures.update(metrics.pose_metrics(scene.extrinsics, truth.extrinsics).summary())
     return figures
@@ -190,17 +230,16 @@ def evaluate_record(record: SceneRecord, reconstructor, clustering: ClusteringCo
     result = SceneResult(record.name)
     truth = GroundTruth.of(record)
     start = time.perf_counter()
-    scene = reconstructor(torch.from_numpy(record.images).permute(0, 3, 1, 2).float() / 255.0)
+    scene = reconstructor([Image.fromarray(image) for image in record.images])
     result.seconds["reconstruct"] = time.perf_counter() - start
-    if scene.image_size != record.image_size:
-        raise ValueError(f"{record.name}: the reconstruction is {scene.image_size}, the record {record.image_size}; "
-                         "records must be multiples of the patch size")
-    result.geometry = geometry_figures(scene, record, truth)
+    grid = RecordGrid.of(scene, record.image_size)
+    result.geometry = geometry_figures(scene, grid, record, truth)
 
-    labelers: dict[str, Callable[[], np.ndarray]] = {MODEL: lambda: segment_instances(scene, clustering).labels}
+    labelers: dict[str, Callable[[], np.ndarray]] = {
+        MODEL: lambda: grid.resample(segment_instances(scene, clustering).labels, BACKGROUND)}
     if with_baselines:
-        labelers["per_view"] = lambda: baselines.per_view_instances(scene, clustering)
-        labelers["geometry"] = lambda: baselines.geometry_instances(scene)
+        labelers["per_view"] = lambda: grid.resample(baselines.per_view_instances(scene, clustering), BACKGROUND)
+        labelers["geometry"] = lambda: grid.resample(baselines.geometry_instances(scene), BACKGROUND)
         labelers["oracle"] = lambda: segment_instances(oracle_scene(record), clustering).labels
     shown = _panel_views(record.num_views)
     panel = MaskPanel(record.name, math.nan, record.images[shown], record.instance_ids[shown], {}, {})
@@ -234,7 +273,7 @@ def make_reconstructor(checkpoint: str, device: str = "auto"):
 def run_evaluation(config: EvaluationConfig, reconstructor=None, progress: Progress | None = None) -> dict:
     """Evaluate every scene of ``config.data`` and write metrics.json, report.md and plots to ``config.out``.
 
-    ``reconstructor`` (images ``[S, 3, H, W]`` float tensor in [0, 1] -> `Scene`) defaults to the model of
+    ``reconstructor`` (list of PIL images -> `Scene`, with view transforms when it resizes) defaults to the model of
     ``config.checkpoint``. Returns the content of metrics.json.
     """
     directories = list_scene_records(config.data)
@@ -384,7 +423,8 @@ def plot_per_scene(results: list[SceneResult], out: Path) -> list[Path]:
             for i, method in enumerate(methods):
                 values = [r.methods.get(method, {}).get(key, math.nan) for r in results]
                 ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
-            ax.legend(fontsize=7, ncol=len(methods))
+            ax.set_ylim(0, 1.25)  # room for the legend above the bars
+            ax.legend(fontsize=7, ncol=len(methods), loc="upper center")
         else:
             ax.bar(x, [r.geometry.get(key, math.nan) for r in results], 0.6, color="gray")
         ax.set_title(title, fontsize=9)

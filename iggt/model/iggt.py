@@ -101,7 +101,8 @@ class IGGT(
         self.depth_head = DPTHead(dim_in, output_dim=2, activation="exp", **dense)
         self.point_head = DPTHead(dim_in, output_dim=4, activation="inv_log", return_features=True, **dense)
         self.part_adaptor = InstanceAdaptor(
-            dim_in, features=config.instance_features, layer_indices=config.head_layer_indices
+            dim_in, features=config.instance_features, layer_indices=config.head_layer_indices,
+            patch_size=config.patch_size,
         )
         self.part_head = InstanceHead(
             dim_in,
