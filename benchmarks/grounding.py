@@ -3,7 +3,8 @@
 Answers the questions of `grounding.evaluation.make_questions` on generated scenes in verify
 and agent mode. By default the VLM is the seeing test server (tests/vlm_test_server.py,
 started in-process); ``--base-url``/``--model`` point it at a real OpenAI-compatible server
-instead (API key from OPENAI_API_KEY).
+instead (API key from OPENAI_API_KEY). Answers are cached per scene within a mode (as in an
+app session), so later questions about a scene cost fewer VLM calls.
 
     python benchmarks/grounding.py --scenes 10
 """
@@ -39,7 +40,8 @@ def main() -> None:
     if base_url is None:
         from vlm_test_server import start_server
         base_url, stop = start_server()
-    backend = OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url))
+    # one backend (and answer cache) per mode, so neither mode profits from the other's answers
+    backends = {mode: OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url)) for mode in args.modes}
 
     outcomes, highlight_seconds, highlighted = [], 0.0, 0
     for seed in tqdm(range(args.seed, args.seed + args.scenes), desc="scenes", unit="scene"):
@@ -51,7 +53,7 @@ def main() -> None:
         highlighted += scene.instances.count
         questions = make_questions(record, scene)
         for mode in args.modes:
-            outcomes += run_questions(scene, questions, backend, mode)
+            outcomes += run_questions(scene, questions, backends[mode], mode)
     if stop is not None:
         stop()
 

@@ -39,15 +39,16 @@ def instance_table(scene: Scene, highlight: list[int] | None = None) -> str:
     rows = []
     for info in scene.instances.info:
         swatch = "#%02x%02x%02x" % tuple(info.color)
-        views = ", ".join(str(v + 1) for v in sorted(info.views))
-        size = " x ".join(f"{s:.2f}" for s in info.size)
+        views = ",".join(str(v + 1) for v in sorted(info.views))
+        size = "×".join(f"{s:.2f}" for s in info.size)
         style = ' style="font-weight:bold;background:#fff3c4"' if info.id in chosen else ""
         rows.append(
             f"<tr{style}><td><span style='display:inline-block;width:1.2em;height:1.2em;"
             f"background:{swatch};border:1px solid #555'></span></td><td>{info.id}</td>"
             f"<td>{html.escape(info.name or '')}</td><td>{views}</td><td>{info.pixel_count}</td><td>{size}</td></tr>")
     header = "<tr><th></th><th>id</th><th>name</th><th>views</th><th>pixels</th><th>size (scene units)</th></tr>"
-    return f"<table class='instance-table'>{header}{''.join(rows)}</table>"
+    return (f"<div style='max-height:460px;overflow-y:auto'><table class='instance-table' style='font-size:0.85em'>"
+            f"{header}{''.join(rows)}</table></div>")
 
 
 def trace_markdown(answer: Answer) -> str:

@@ -45,11 +45,11 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
         gr.Markdown(models.info.banner(), elem_id="model-banner")
 
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, min_width=300):
                 files = gr.File(label=f"Photos (JPEG, PNG, HEIC, WebP, ...; up to {limits.max_views})",
                                 file_count="multiple", file_types=[*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS],
-                                elem_id="upload")
-                video = gr.Video(label="...or a video", sources=["upload"], elem_id="video")
+                                height=160, elem_id="upload")
+                video = gr.Video(label="...or a video", sources=["upload"], height=160, elem_id="video")
                 video_frames = gr.Slider(2, limits.max_video_frames, value=min(12, limits.max_video_frames), step=1,
                                          label="Frames sampled from the video")
                 example = gr.Dropdown(["", *examples], value="", label="...or an example scene", elem_id="example")
@@ -57,45 +57,46 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                                       label="Instance granularity (clustering preset)")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 status = gr.Markdown(label="Status", elem_id="status")
-            with gr.Column(scale=2):
-                viewer = gr.Model3D(label="3D scene", height=480, elem_id="viewer")
+                downloads = gr.File(label="Downloads: GLB, PLY, masks, COLMAP model, scene file",
+                                    file_count="multiple", interactive=False, elem_id="downloads")
+            with gr.Column(scale=3):
+                viewer = gr.Model3D(label="3D scene", height=420, elem_id="viewer")
                 with gr.Row():
                     color_mode = gr.Radio(list(COLOR_MODES), value=defaults.color_mode, label="Colours")
                     conf_percentile = gr.Slider(0, 90, value=defaults.conf_percentile, step=1,
                                                 label="Drop lowest-confidence %")
                     show_cameras = gr.Checkbox(defaults.show_cameras, label="Cameras")
                     drop_background = gr.Checkbox(defaults.drop_background, label="Hide background")
-
-        with gr.Tab("Views and instances"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    view_number = gr.Slider(1, 2, value=1, step=1, interactive=False,
-                                            label="View (click a pixel to select its instance)")
-                    click_view = gr.Image(label="Click an object", interactive=False, elem_id="click-view")
-                    selection = gr.Markdown(label="Selection", elem_id="selection")
-                with gr.Column(scale=1):
-                    instance_list = gr.HTML(label="Instances", elem_id="instances")
-            overlays = gr.Gallery(label="Instances in every view", columns=4, height=360, elem_id="overlays")
-        with gr.Tab("Depth"):
-            depths = gr.Gallery(label="Depth maps", columns=4, height=360, elem_id="depths")
-        with gr.Tab("Ask"):
-            with gr.Row():
-                question = gr.Textbox(label="Question", placeholder="Where is the red cube?", scale=4,
-                                      elem_id="question")
-                ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-            with gr.Row():
-                backend = gr.Dropdown(list(BACKENDS), value=next(iter(BACKENDS)), label="VLM backend",
-                                      elem_id="backend")
-                mode = gr.Radio(list(MODES), value="agent", label="Mode")
-                base_url = gr.Textbox(label="Server URL (OpenAI-compatible)", placeholder="http://localhost:8000/v1",
-                                      elem_id="base-url")
-                model_name = gr.Textbox(label="Model name", placeholder="gpt-4o / Qwen/Qwen2.5-VL-7B-Instruct")
-                api_key = gr.Textbox(label="API key (used for your questions only, never stored)", type="password",
-                                     elem_id="api-key")
-            answer = gr.Markdown(label="Answer", elem_id="answer")
-            trace = gr.Markdown(label="Trace", elem_id="trace")
-        downloads = gr.File(label="Downloads: GLB, PLY, masks, COLMAP model, scene file", file_count="multiple",
-                            interactive=False, elem_id="downloads")
+                with gr.Tab("Views and instances"):
+                    with gr.Row():
+                        with gr.Column(scale=1):
+                            view_number = gr.Slider(1, 2, value=1, step=1, interactive=False,
+                                                    label="View (click a pixel to select its instance)")
+                            click_view = gr.Image(label="Click an object", interactive=False,
+                                                  elem_id="click-view")
+                            selection = gr.Markdown(label="Selection", elem_id="selection")
+                        with gr.Column(scale=1):
+                            instance_list = gr.HTML(label="Instances", elem_id="instances")
+                    overlays = gr.Gallery(label="Instances in every view", columns=6, height=220, elem_id="overlays")
+                with gr.Tab("Depth"):
+                    depths = gr.Gallery(label="Depth maps", columns=6, height=220, elem_id="depths")
+                with gr.Tab("Ask"):
+                    with gr.Row():
+                        question = gr.Textbox(label="Question", placeholder="Where is the red cube?", scale=4,
+                                              elem_id="question")
+                        ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                    with gr.Row():
+                        backend = gr.Dropdown(list(BACKENDS), value=next(iter(BACKENDS)), label="VLM backend",
+                                              elem_id="backend")
+                        mode = gr.Radio(list(MODES), value="agent", label="Mode")
+                        base_url = gr.Textbox(label="Server URL (OpenAI-compatible)",
+                                              placeholder="http://localhost:8000/v1", elem_id="base-url")
+                        model_name = gr.Textbox(label="Model name",
+                                                placeholder="gpt-4o / Qwen/Qwen2.5-VL-7B-Instruct")
+                        api_key = gr.Textbox(label="API key (used for your questions only, never stored)",
+                                             type="password", elem_id="api-key")
+                    answer = gr.Markdown(label="Answer", elem_id="answer")
+                    trace = gr.Markdown(label="Trace", elem_id="trace")
 
         display = [color_mode, conf_percentile, show_cameras, drop_background]
         # One input at a time: a new upload or example replaces the others.

@@ -28,6 +28,8 @@ CANVAS_COLOR = (0, 0, 0)
 """Colour of the gaps between tiles."""
 DIM_TARGET = 0.5
 """Grey level that the rest of the image is blended towards."""
+PANEL_GAP = 4
+"""Pixels between the views of an overview."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def _outlined_crop(image: np.ndarray, mask: np.ndarray, config: HighlightConfig)
 
 
 def _grid(count: int) -> tuple[int, int]:
-    columns = math.ceil(math.sqrt(count))
+    """(rows, columns): up to three tiles side by side, more in a square-ish grid."""
+    columns = count if count <= 3 else math.ceil(math.sqrt(count))
     return math.ceil(count / columns), columns
 
 
@@ -234,8 +237,9 @@ def overview(scene: Scene, views: list[int] | None = None, max_views: int = 2, t
     for view in views:
         image = to_uint8(scene.images[view]).astype(np.float32)
         labels = instances.labels[view]
-        colours = instances.color_image()[view].astype(np.float32)
-        image = np.where((labels >= 0)[..., None], image * (1 - tint) + colours * tint, image)
+        if instances.count:
+            colours = instances.colors[np.maximum(labels, 0)].astype(np.float32)
+            image = np.where((labels >= 0)[..., None], image * (1 - tint) + colours * tint, image)
         panel = Image.fromarray(np.rint(image).astype(np.uint8))
         draw = ImageDraw.Draw(panel)
         for info in instances.info:
@@ -251,9 +255,9 @@ def overview(scene: Scene, views: list[int] | None = None, max_views: int = 2, t
             draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0), outline=info.color)
             draw.text((x, y), text, font=font, fill=(255, 255, 255), anchor="mm")
         panels.append(panel)
-    canvas = Image.new("RGB", (len(panels) * width + (len(panels) - 1) * 4, height), CANVAS_COLOR)
+    canvas = Image.new("RGB", (len(panels) * (width + PANEL_GAP) - PANEL_GAP, height), CANVAS_COLOR)
     for index, panel in enumerate(panels):
-        canvas.paste(panel, (index * (width + 4), 0))
+        canvas.paste(panel, (index * (width + PANEL_GAP), 0))
     if scale < 1.0:
         canvas = canvas.resize((round(canvas.width * scale), round(canvas.height * scale)), Image.Resampling.BILINEAR)
     return Overview(canvas, list(views), marks)

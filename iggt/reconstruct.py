@@ -9,6 +9,7 @@ L2-normalised instance features). Instances are not computed here (see `iggt.ins
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iggt.config import PRESETS
+from iggt.config import PRESETS, IGGTConfig
 from iggt.geometry import unproject_depth
 from iggt.model.iggt import IGGT, Predictions
 from iggt.scene import Scene, ViewTransform
@@ -61,7 +62,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 def describe_model(model: IGGT) -> str:
     """A short human name: the matching preset (if any) and the parameter count."""
-    preset = next((name for name, config in PRESETS.items() if config == model.config), "custom")
+    def architecture(config) -> IGGTConfig:  # runtime switches do not change which model it is
+        return replace(config, frames_chunk_size=1, gradient_checkpointing=False)
+
+    preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(model.config)),
+                  "custom")
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     return f"IGGT {preset} ({millions:.1f} M parameters)"
 

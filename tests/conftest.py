@@ -109,3 +109,6 @@ def running_app(workdir: Path, checkpoint: Path, *extra: str, size: int = 112, e
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+            pytest.fail(f"the app did not stop within 15 s of SIGTERM:\n{app.log_text()[-3000:]}")
+    left = [p.name for p in tmp.glob("iggt-sessions-*")]
+    assert not left, f"the stopped app left its session files behind: {left}"

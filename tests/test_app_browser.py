@@ -141,25 +141,30 @@ def test_page_from_upload_to_answer(browser, app, vlm_server, tmp_path):
     assert not session_dirs[0].exists(), "the closed session's files were not removed"
 
 
+def screenshot_at(page, selector: str, path: Path) -> None:
+    """A viewport-sized screenshot with ``selector`` scrolled to the top of the window."""
+    page.locator(selector).first.evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(3000)  # let the 3D viewer and images draw
+    page.screenshot(path=str(path))
+
+
 @pytest.mark.slow
 def test_readme_screenshots(browser, tiny_checkpoint, vlm_server, tmp_path):
-    """The page after a reconstruction, after a click selection and after a question, for the README."""
+    """The page after a reconstruction, after a click selection and after a question, for the README
+    (with the shipped small model when it exists, else the tiny random one)."""
     checkpoint = SHIPPED_MODEL if SHIPPED_MODEL.exists() else tiny_checkpoint
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with running_app(tmp_path, checkpoint, size=224) as app:
-        page = open_page(browser, app.url, width=1400, height=1100)
+        page = open_page(browser, app.url, width=1400, height=1200)
         reconstruct_in_page(page, example="synthetic-5")
-        page.wait_for_timeout(3000)  # let the 3D viewer draw
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "reconstruction.png"), full_page=True)
+        screenshot_at(page, "#model-banner", SCREENSHOTS / "reconstruction.png")
 
         scene = latest_scene(app.tmp)
         x, y, instance = pixel_of_instance(scene)
         click_pixel(page, x, y, scene.image_size)
         page.locator("#selection").get_by_text(f"Selected instance {instance}").wait_for()
-        page.wait_for_timeout(3000)
-        page.screenshot(path=str(SCREENSHOTS / "selection.png"), full_page=True)
+        screenshot_at(page, "#model-banner", SCREENSHOTS / "selection.png")
 
         ask_in_page(page, "Where is the yellow cube?", vlm_server.url)
-        page.wait_for_timeout(3000)
-        page.screenshot(path=str(SCREENSHOTS / "question.png"), full_page=True)
+        screenshot_at(page, "#model-banner", SCREENSHOTS / "question.png")
         page.close()

@@ -7,7 +7,9 @@ import pytest
 
 from iggt.evaluation import baselines, evaluate
 from iggt.instances import ClusteringConfig
-from iggt.scene import Scene
+from iggt.model.checkpoint import load_model
+from iggt.reconstruct import Reconstructor
+from iggt.scene import Scene, ViewTransform
 from iggt.training.scene_format import save_scene_record
 from iggt.training.synthetic import GeneratorConfig, generate_scene, oracle_scene
 
@@ -113,6 +115,27 @@ def test_ground_truth_world_is_the_first_camera(tiny_record):
     assert truth.points[0, y, x, 2] == pytest.approx(tiny_record.depth[0, y, x], rel=1e-5)
 
 
+def scene_of_size(views: int, height: int, width: int, transforms: list[ViewTransform]) -> Scene:
+    zeros = np.zeros((views, height, width), np.float32)
+    return Scene(images=np.zeros((views, height, width, 3), np.float32), extrinsics=np.zeros((views, 3, 4), np.float32),
+                 intrinsics=np.zeros((views, 3, 3), np.float32), depth=zeros, depth_conf=zeros,
+                 world_points=np.zeros((views, height, width, 3), np.float32), world_points_conf=zeros,
+                 points_from_depth=np.zeros((views, height, width, 3), np.float32),
+                 features=np.zeros((views, height, width, 8), np.float32), view_transforms=transforms)
+
+
+def test_predictions_are_mapped_back_to_the_record_pixels():
+    halved = evaluate.RecordGrid.of(scene_of_size(1, 2, 3, [ViewTransform((4, 6), (2, 3))]), (4, 6))
+    small = np.arange(6).reshape(1, 2, 3)
+    np.testing.assert_array_equal(halved.resample(small, -1)[0],
+                                  np.repeat(np.repeat([[0, 1, 2], [3, 4, 5]], 2, axis=0), 2, axis=1))
+    # Cropped: the model saw rows 1..2 of a 4-row view; rows 0 and 3 have no prediction.
+    cropped = evaluate.RecordGrid.of(scene_of_size(1, 2, 2, [ViewTransform((4, 2), (4, 2), (-1, 0))]), (4, 2))
+    depth = cropped.resample(np.array([[[1.0, 2.0], [3.0, 4.0]]]), np.nan)[0]
+    np.testing.assert_array_equal(depth[1:3], [[1, 2], [3, 4]])
+    assert np.isnan(depth[[0, 3]]).all()
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -124,8 +147,10 @@ def test_runner_writes_report_and_survives_a_broken_scene(tmp_path):
     (data / "c_broken" / "depth" / "001.png").write_bytes(b"not a png")
 
     out = tmp_path / "report"
-    summary = evaluate.run_evaluation(evaluate.EvaluationConfig(data=data, checkpoint="tiny", out=out, device="cpu",
-                                                                 clustering=RUNNER_CLUSTERING))
+    config = evaluate.EvaluationConfig(data=data, checkpoint="tiny", out=out, device="cpu", clustering=RUNNER_CLUSTERING)
+    # The tiny preset works at 224 px; at 28 px (half the records' size) the run stays fast and
+    # exercises the mapping of predictions back to the records' pixels.
+    summary = evaluate.run_evaluation(config, Reconstructor(load_model("tiny"), device="cpu", size=28))
 
     assert summary["scenes_evaluated"] == 2 and summary["scenes_failed"] == 1
     assert "c_broken" in summary["failures"][0]["scene"] and "001.png" in summary["failures"][0]["error"]

@@ -155,3 +155,32 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
     model = IGGT.from_pretrained(str(run / "model"))
     assert model.config == IGGTConfig.from_preset("tiny")
     assert next(model.parameters()).dtype == torch.float32  # loading casts the half weights back
+
+
+def test_init_from_our_export_and_frozen_backbone(tmp_path):
+    import torch
+
+    from iggt.config import IGGTConfig
+    from iggt.model.iggt import IGGT
+    from iggt.training.trainer import Trainer
+
+    torch.manual_seed(3)
+    source = IGGT(IGGTConfig.from_preset("tiny"))
+    source.save_pretrained(str(tmp_path / "export"))
+    config = TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", [
+        "model.preset=tiny", "model.overrides={}", f"model.init={tmp_path / 'export'}", "optim.freeze_backbone=true",
+        f"run.output_dir={tmp_path / 'run'}"])
+    trainer = Trainer(config)
+    model = trainer.build_model()
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert not any(p.requires_grad for p in model.aggregator.parameters())
+    optimizer, scheduler = trainer.build_optimizer(model)
+    assert [g["name"] for g in optimizer.param_groups] == ["heads"]
+    trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert trained == sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.aggregator.parameters())
+    assert scheduler.get_last_lr() == [pytest.approx(config.optim.lr_heads / (config.optim.warmup_steps + 1))]
+
+    missing = TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", [f"model.init={tmp_path / 'nothing'}"])
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        Trainer(missing).build_model()

@@ -79,6 +79,16 @@ def test_probability_from_logprobs_when_the_server_returns_them(server, generate
     assert server.state.requests[-1]["body"]["logprobs"] is True
 
 
+def test_servers_without_logprobs_still_answer(server, generated):
+    scene = generated[1]
+    vlm = backend(server, model="reject-logprobs")
+    question = f"Is the object outlined in magenta {colour_of(generated, 0)}?"
+    first = vlm.yes_no([highlight_instance(scene, 0).image], question)
+    assert (first.answer, first.probability, first.error) == (True, 1.0, None)
+    vlm.yes_no([highlight_instance(scene, 1).image], question)
+    assert "logprobs" not in server.state.requests[-1]["body"]  # learnt not to ask again
+
+
 @pytest.mark.parametrize("status", [429, 500])
 def test_retries_recover_from_rate_limits_and_server_errors(server, scene, status):
     model = f"fail-{status}-2"

@@ -15,7 +15,8 @@ computed from the pictures, never from hidden knowledge of the scene:
   (and pictures) in the conversation.
 
 The model name selects misbehaviour: "seeing" (default), "seeing-logprobs" (also returns
-first-token top_logprobs), "slow-<seconds>" (answers late, for timeouts), "fail-429-<n>" /
+first-token top_logprobs), "reject-logprobs" (answers 400 to requests that ask for
+logprobs, as some servers do), "slow-<seconds>" (answers late, for timeouts), "fail-429-<n>" /
 "fail-500-<n>" (the first n requests fail with that status), "nonsense" (free text that is
 neither yes/no nor JSON), "bad-planner" (planning replies are not JSON, other requests are
 answered normally). Requests are logged in `TestServer.requests` (headers included) so tests
@@ -372,6 +373,10 @@ def _handler(state: TestServer):
             status = state.should_fail(model)
             if status is not None:
                 self._send(status, {"error": {"message": f"simulated {status}", "type": "test"}})
+                return
+            if model == "reject-logprobs" and body.get("logprobs"):
+                self._send(400, {"error": {"message": "logprobs are not supported by this server",
+                                           "type": "invalid_request_error"}})
                 return
             slow = re.fullmatch(r"slow-([\d.]+)", model)
             if slow:

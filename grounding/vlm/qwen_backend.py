@@ -54,6 +54,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "mps" else torch.float32
 
 
+def _process_vision_info():
+    """``qwen_vl_utils.process_vision_info`` when it imports (it needs torchvision), else None."""
+    try:
+        from qwen_vl_utils import process_vision_info
+    except Exception:  # ImportError, or a torchvision build that does not match torch
+        return None
+    return process_vision_info
+
+
 class QwenVLM(BaseVLM):
     """`VLM` running a Qwen2.5-VL model and processor in this process."""
 
@@ -85,18 +94,29 @@ class QwenVLM(BaseVLM):
         return {ids[0] for ids in (tokenizer.encode(w, add_special_tokens=False) for w in words) if ids}
 
     def _inputs(self, images: list[Image.Image], prompt: str, system: str | None, history: list[Message]):
-        """Chat-template the dialogue and run the processor, exactly as for the released weights."""
-        messages, all_images = [], []
+        """Chat-template the dialogue and run the processor, exactly as for the released weights.
+
+        Images are resized to the pixel budget by ``qwen_vl_utils.process_vision_info`` (Qwen's own
+        recipe). That package imports torchvision; where torchvision is missing (CPU-only installs
+        with a torch that has no matching torchvision wheel) the processor applies the same budget.
+        """
+        messages = []
         if system:
             messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        budget = {"min_pixels": self.config.min_pixels, "max_pixels": self.config.max_pixels}
         for turn in [*history, Message("user", prompt, images)]:
-            content = [{"type": "image"} for _ in turn.images] + [{"type": "text", "text": turn.text}]
-            messages.append({"role": turn.role, "content": content})
-            all_images += [image.convert("RGB") for image in turn.images]
+            content = [{"type": "image", "image": image.convert("RGB"), **budget} for image in turn.images]
+            messages.append({"role": turn.role, "content": content + [{"type": "text", "text": turn.text}]})
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = self.processor(text=[text], images=all_images or None, return_tensors="pt",
-                                images_kwargs={"size": {"shortest_edge": self.config.min_pixels,
-                                                        "longest_edge": self.config.max_pixels}})
+        vision_info = _process_vision_info()
+        if vision_info is not None:
+            resized, _ = vision_info(messages)
+            inputs = self.processor(text=[text], images=resized or None, return_tensors="pt")
+        else:
+            all_images = [part["image"] for m in messages for part in m["content"] if part["type"] == "image"]
+            inputs = self.processor(text=[text], images=all_images or None, return_tensors="pt",
+                                    images_kwargs={"size": {"shortest_edge": self.config.min_pixels,
+                                                            "longest_edge": self.config.max_pixels}})
         return inputs.to(self.model.device)
 
     @torch.inference_mode()

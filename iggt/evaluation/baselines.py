@@ -14,7 +14,7 @@ Every function returns ``[S, H, W]`` int labels, negative = background, ids shar
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -64,9 +64,17 @@ def chain_views(view_labels: list[np.ndarray], min_iou: float = MIN_CHAIN_IOU) -
 
 
 def per_view_instances(scene: Scene, clustering: ClusteringConfig | None = None) -> np.ndarray:
-    """Baseline (a): cluster each view's features on its own (same clustering as the model's), chain by 2D IoU."""
-    return chain_views([segment_instances(scene.select_views([s]), clustering).labels[0]
-                        for s in range(scene.num_views)])
+    """Baseline (a): cluster each view's features on its own, chain the views by 2D IoU.
+
+    The clustering is the model's, with its pixel counts (``min_cluster_size``,
+    ``min_samples``) divided by the number of views: they are meant for all views together,
+    and one view holds about 1/S of an object's pixels.
+    """
+    clustering = clustering or ClusteringConfig()
+    views = scene.num_views
+    per_view = replace(clustering, min_cluster_size=max(2, round(clustering.min_cluster_size / views)),
+                       min_samples=max(1, round(clustering.min_samples / views)))
+    return chain_views([segment_instances(scene.select_views([s]), per_view).labels[0] for s in range(views)])
 
 
 # ============================================================================ (b) geometry only

@@ -79,7 +79,8 @@ DEFINITIONS = (
     "alignment to the ground truth. **RRA / RTA**: share of view pairs whose relative rotation / translation "
     "direction error is below the threshold (degrees); **AUC@30**: mean over 1..30 degrees of the share of "
     "pairs with max(rotation, translation) error below it.",
-    "- **Baselines**: per-view = the model's features clustered in each view alone, ids chained between "
+    "- **Baselines**: per-view = the model's features clustered in each view alone (cluster sizes divided by the "
+    "number of views), ids chained between "
     "consecutive views by 2D mask IoU (Hungarian, IoU >= 0.1); geometry = large planes (floor, walls) removed "
     "by RANSAC from the model's points, the rest split by DBSCAN; oracle = ground-truth geometry and perfect "
     "features (one random unit vector per object) through the same clustering: the ceiling of the clustering.",
@@ -299,7 +300,7 @@ def run_evaluation(config: EvaluationConfig, reconstructor=None, progress: Progr
                                             config.baselines)
         except Exception as error:  # one bad scene must not end the run: report it and go on
             failures.append({"scene": str(directory), "error": f"{type(error).__name__}: {error}",
-                             "traceback": traceback.format_exc(limit=3)})
+                             "traceback": traceback.format_exc(limit=-4)})  # the innermost frames
             tqdm.write(f"evaluate: skipped {directory.name}: {type(error).__name__}: {error}")
             continue
         results.append(result)
@@ -308,7 +309,8 @@ def run_evaluation(config: EvaluationConfig, reconstructor=None, progress: Progr
         progress(1.0, "writing the report")
 
     summary = {
-        "data": str(config.data), "checkpoint": str(config.checkpoint), "clustering": asdict(config.clustering),
+        "data": str(config.data), "checkpoint": str(config.checkpoint),
+        "model": getattr(reconstructor, "model_name", str(config.checkpoint)), "clustering": asdict(config.clustering),
         "scenes_evaluated": len(results), "scenes_failed": len(failures),
         "aggregate": aggregate(results),
         "scenes": [asdict(r) for r in results],
@@ -371,7 +373,7 @@ def markdown_report(summary: dict, plot_files: list[str]) -> str:
         "",
         f"- data: `{summary['data']}` ({summary['scenes_evaluated']} scenes evaluated, "
         f"{summary['scenes_failed']} failed)",
-        f"- model: `{summary['checkpoint']}`; clustering: " + ", ".join(
+        f"- model: {summary['model']} (`{summary['checkpoint']}`); clustering: " + ", ".join(
             f"{k} {v}" for k, v in summary["clustering"].items() if k in CLUSTERING_SHOWN),
         "- percentages for T-mIoU, T-SR, AP, mIoU, δ, RRA/RTA and AUC; AbsRel as a fraction; "
         "Chamfer in ground-truth units (metres) after a similarity alignment",

@@ -51,8 +51,8 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
     """`IGGTConfig` fields changed on top of the preset (e.g. ``gradient_checkpointing: true``)."""
     init: str = "scratch"
-    """``scratch``; ``vggt`` or ``iggt`` (official weights through `iggt.model.checkpoint`);
-    or the folder of one of our `save_pretrained` exports."""
+    """``scratch``; ``vggt`` or ``iggt`` (official weights through `iggt.model.checkpoint`); or a
+    folder written by `save_pretrained` or a checkpoint file, whose shapes must match the preset."""
     init_weights: str | None = None
     """Local weights file for ``vggt``/``iggt`` (without it the loader fetches them from the Hub)."""
 
@@ -274,7 +274,9 @@ class Trainer:
 
     # -- construction ------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
-        """The network, initialised as ``model.init`` says; the backbone frozen if asked."""
+        """The network of ``model.preset`` + ``overrides``, initialised as ``model.init`` says;
+        the backbone frozen if asked."""
+        from iggt.model import checkpoint
         from iggt.model.iggt import IGGT
 
         section = self.config.model
@@ -282,19 +284,18 @@ class Trainer:
         if section.init == "scratch":
             model = IGGT(model_config)
         elif section.init in ("vggt", "iggt"):
-            from iggt.model import checkpoint
-
             model = IGGT(model_config)
             checkpoint.load_official_weights(model, section.init, section.init_weights)
         else:
-            folder = Path(section.init)
-            if not (folder / "config.json").is_file():
-                raise ValueError(f"model.init must be scratch, vggt, iggt or a folder written by save_pretrained; "
-                                 f"{folder} has no config.json")
-            model = IGGT.from_pretrained(str(folder))
+            path = Path(section.init)
+            weights = path / "model.safetensors" if path.is_dir() else path
+            if not weights.is_file():
+                raise FileNotFoundError(f"model.init must be scratch, vggt, iggt, a folder written by save_pretrained "
+                                        f"or a checkpoint file; {weights} does not exist")
+            model, _ = checkpoint.load_checkpoint_file(weights, model_config)
         if self.config.optim.freeze_backbone:
             model.aggregator.requires_grad_(False)
-        return model
+        return model.train()
 
     def build_optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """AdamW with two parameter groups (backbone = aggregator, heads = the rest)."""
@@ -387,16 +388,19 @@ class Trainer:
         started = time.monotonic()
         bar = tqdm(total=config.optim.steps, initial=start_step, desc="train", disable=not accelerator.is_main_process)
         step = start_step
+        since_log: list[dict[str, float]] = []
         model.train()
         while step < config.optim.steps:
             losses = self._optimizer_step(model, optimizer, scheduler, batches, step)
+            since_log.append(losses)
             step += 1
             bar.update(1)
             if step % config.run.log_every == 0 or step == config.optim.steps:
-                logged = {f"loss/{k}": v for k, v in losses.items()}
+                logged = {f"train/{k}": sum(entry[k] for entry in since_log) / len(since_log) for k in losses}
                 logged.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
                 accelerator.log(logged, step=step)
-                bar.set_postfix(loss=f"{losses['total']:.4f}")
+                bar.set_postfix(loss=f"{logged['train/total']:.4f}")
+                since_log.clear()
             if progress is not None:
                 progress(step / config.optim.steps, f"step {step}/{config.optim.steps} loss {losses['total']:.4f}")
             out_of_time = config.run.max_minutes is not None and time.monotonic() - started > 60 * config.run.max_minutes
@@ -410,7 +414,8 @@ class Trainer:
         return self.export(model)
 
     def _optimizer_step(self, model, optimizer, scheduler, batches, step: int) -> dict[str, float]:
-        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns mean losses."""
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns the mean
+        losses and the gradient norm (before clipping)."""
         accelerator = self.accelerator
         generator = self._seed_step(step)
         totals: dict[str, float] = {}
@@ -422,7 +427,8 @@ class Trainer:
                 losses = compute_losses(predictions, batch, self.config.loss, generator)
                 accelerator.backward(losses["total"])
                 if accelerator.sync_gradients and self.config.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip)
+                    norm = accelerator.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip)
+                    totals["grad_norm"] = float(norm)  # before clipping
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
