@@ -26,15 +26,18 @@ QUEUE_MAX_SIZE = 64
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="IGGT web app")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0: every network interface)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, checkpoint file, preset or Hub id (default: IGGT_CHECKPOINT, "
                              "else the official 1B weights on a GPU machine with internet, else assets/iggt-small)")
     parser.add_argument("--size", type=int, default=int(os.environ.get("IGGT_IMAGE_SIZE", "0")) or None,
                         help="long side of the model input in pixels, a multiple of 14 (default: the model's own)")
-    parser.add_argument("--max-views", type=int, default=int(os.environ.get("IGGT_MAX_VIEWS", "32")))
-    parser.add_argument("--max-upload-mb", type=int, default=int(os.environ.get("IGGT_MAX_UPLOAD_MB", "50")))
+    parser.add_argument("--max-views", type=int, default=int(os.environ.get("IGGT_MAX_VIEWS", "32")),
+                        help="most photos (or video frames) one reconstruction may use")
+    parser.add_argument("--max-upload-mb", type=int, default=int(os.environ.get("IGGT_MAX_UPLOAD_MB", "50")),
+                        help="largest file one may upload, in MB")
     return parser.parse_args(argv)
 
 

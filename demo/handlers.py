@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 COLOR_MODES = {"RGB": "rgb", "Instances": "instance", "Feature PCA": "pca"}
 CLUSTERING_CHOICES = ("small", "medium", "large", "none")
+CLICK_VIEW_SIDE = 448
 _DIRECTORIES = re.compile(r"(?<![\w:/.\-])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]")
 """Directory part of an absolute path inside a message (the file name after it is kept)."""
 
@@ -61,9 +62,19 @@ class Display:
                    bool(drop_background))
 
 
+def click_view_factor(image_size: tuple[int, int]) -> int:
+    """How many times the clickable view is enlarged: its long side reaches about `CLICK_VIEW_SIDE` pixels."""
+    return max(1, round(CLICK_VIEW_SIDE / max(image_size)))
+
+
 def without_paths(message: str) -> str:
     """The message with directories of absolute paths removed, so no server path reaches the page."""
     return _DIRECTORIES.sub("", message)
+
+
+def _shown(message: str) -> gr.Error:
+    """An error the page shows as it is; the user's mistakes put no stack trace into the server log."""
+    return gr.Error(without_paths(message), print_exception=False)
 
 
 def user_errors(handler: Callable) -> Callable:
@@ -74,12 +85,12 @@ def user_errors(handler: Callable) -> Callable:
         try:
             return handler(*args, **kwargs)
         except gr.Error as err:
-            raise gr.Error(without_paths(str(err.message))) from None
+            raise _shown(str(err.message)) from None
         except (InputError, ValueError) as err:
-            raise gr.Error(without_paths(str(err))) from None
+            raise _shown(str(err)) from None
         except Exception:
             log.exception("handler %s failed", handler.__name__)
-            raise gr.Error("Something went wrong on the server while doing this. Please try again.") from None
+            raise _shown("Something went wrong on the server while doing this. Please try again.") from None
 
     return wrapper
 
@@ -194,7 +205,10 @@ class Handlers:
         return view_overlays(scene, session.highlighted or None)
 
     def _view_picture(self, session: Session, index: int) -> np.ndarray:
-        return self._view_pictures(session)[index]
+        """One view for clicking, enlarged by a whole factor so small model inputs are easy to hit."""
+        picture = self._view_pictures(session)[index]
+        factor = click_view_factor(session.scene.image_size)
+        return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
 
     def _downloads(self, session: Session) -> list[str]:
         out = session.output_dir("downloads")
@@ -240,7 +254,8 @@ class Handlers:
             raise gr.Error("This scene has no instances (clustering was off).")
         view = self._view_index(session, view_number)
         height, width = scene.image_size
-        x, y = (int(v) for v in evt.index)
+        factor = click_view_factor(scene.image_size)
+        x, y = (int(v) // factor for v in evt.index)
         label = int(scene.instances.labels[view, np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)])
         session.highlighted = [label] if label >= 0 else []
         if label >= 0:
@@ -271,9 +286,14 @@ class Handlers:
                                     model=(model_name or "").strip() or None, api_key=(api_key or "").strip() or None)
         result = answer(session.scene, question, backend, mode=mode,
                         progress=lambda f, msg: progress(0.05 + 0.9 * f, desc=f"Grounding: {msg}"))
-        if mode == "agent":  # the agent named every instance; the names are in the backend's cache now
+        if any(step.kind == "naming" and not step.detail.get("notes") for step in result.trace):
+            # The agent named every instance; with the names in the backend's cache this asks nothing again.
             session.scene, _ = name_instances(session.scene, backend, scene_fingerprint(session.scene))
         session.highlighted = list(result.instance_ids)
         glb, overlays, _, table = self._render_all(session, display)
         ids = ", ".join(str(i) for i in result.instance_ids) or "none"
-        return (f"**{result.text}**\n\nInstances: {ids}", glb, overlays, table, trace_markdown(result), session)
+        failed = sum(step.kind == "error" for step in result.trace)
+        warning = (f"\n\n⚠️ {failed} request(s) to the VLM failed (see the trace): the answer may be incomplete."
+                   if failed else "")
+        return (f"**{result.text}**\n\nInstances: {ids}{warning}", glb, overlays, table, trace_markdown(result),
+                session)

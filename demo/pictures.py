@@ -47,7 +47,7 @@ def instance_table(scene: Scene, highlight: list[int] | None = None) -> str:
             f"background:{swatch};border:1px solid #555'></span></td><td>{info.id}</td>"
             f"<td>{html.escape(info.name or '')}</td><td>{views}</td><td>{info.pixel_count}</td><td>{size}</td></tr>")
     header = "<tr><th></th><th>id</th><th>name</th><th>views</th><th>pixels</th><th>size (scene units)</th></tr>"
-    return (f"<div style='max-height:460px;overflow-y:auto'><table class='instance-table' style='font-size:0.85em'>"
+    return (f"<div style='max-height:460px;overflow:auto'><table class='instance-table' style='font-size:0.85em;width:100%'>"
             f"{header}{''.join(rows)}</table></div>")
 
 

@@ -55,13 +55,14 @@ def _is_shipped(spec: str) -> bool:
 def describe(spec: str, model: IGGT) -> ModelInfo:
     """Title and note for the banner: what the model is and what to expect from it."""
     if _is_shipped(spec):
+        millions = sum(p.numel() for p in model.parameters()) / 1e6
         return ModelInfo(
-            f"IGGT-small, trained on synthetic scenes only ({describe_model(model)})",
+            f"IGGT-small ({millions:.1f} M parameters), trained on synthetic scenes only",
             "It works on scenes like the bundled synthetic examples; on real photos its depth and "
             "instances are rough. Start the app with IGGT_CHECKPOINT, or on a GPU machine with internet "
             "access, for the paper's 1B model.")
     if spec == OFFICIAL_REPO:
-        return ModelInfo(f"IGGT-1B, official weights ({describe_model(model)})",
+        return ModelInfo("IGGT-1B, official weights",
                          "The paper's model, fetched from the Hugging Face Hub.")
     if getattr(model, "load_report", None) is None:
         return ModelInfo(f"{describe_model(model)} with RANDOM weights",
@@ -117,6 +118,10 @@ class ModelService:
 
         errors = []
         for spec in self._candidates():
+            if _is_shipped(spec) and not SHIPPED_MODEL.exists():
+                errors.append("the shipped small model assets/iggt-small is missing (choose a model with "
+                              "--checkpoint or IGGT_CHECKPOINT: a folder, a checkpoint file, a preset or a Hub id)")
+                continue
             try:
                 model = load_model(spec)
             except Exception as err:  # try the next candidate; the log says which one failed and why

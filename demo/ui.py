@@ -72,8 +72,8 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                         with gr.Column(scale=1):
                             view_number = gr.Slider(1, 2, value=1, step=1, interactive=False,
                                                     label="View (click a pixel to select its instance)")
-                            click_view = gr.Image(label="Click an object", interactive=False,
-                                                  elem_id="click-view")
+                            click_view = gr.Image(label="Click an object", interactive=False, buttons=[],
+                                                  show_label=False, elem_id="click-view")
                             selection = gr.Markdown(label="Selection", elem_id="selection")
                         with gr.Column(scale=1):
                             instance_list = gr.HTML(label="Instances", elem_id="instances")
@@ -89,6 +89,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                         backend = gr.Dropdown(list(BACKENDS), value=next(iter(BACKENDS)), label="VLM backend",
                                               elem_id="backend")
                         mode = gr.Radio(list(MODES), value="agent", label="Mode")
+                    with gr.Row():
                         base_url = gr.Textbox(label="Server URL (OpenAI-compatible)",
                                               placeholder="http://localhost:8000/v1", elem_id="base-url")
                         model_name = gr.Textbox(label="Model name",
@@ -107,8 +108,9 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
         run.click(handlers.reconstruct, [files, video, video_frames, example, clustering, *display, session],
                   [status, viewer, overlays, depths, instance_list, downloads, view_number, click_view, selection,
                    session], api_name="reconstruct", concurrency_limit=2)
-        for control in display:
-            control.change(handlers.rerender, [*display, session], viewer, api_name=False)
+        # Display changes re-render the 3D view only (the slider when let go, not at every step).
+        for trigger in (color_mode.input, show_cameras.input, drop_background.input, conf_percentile.release):
+            trigger(handlers.rerender, [*display, session], viewer, api_name=False)
         view_number.change(handlers.show_view, [view_number, session], click_view, api_name=False)
         click_view.select(handlers.click, [view_number, *display, session],
                           [selection, viewer, overlays, instance_list, click_view, session], api_name=False)

@@ -74,19 +74,21 @@ class RunningApp:
 
 
 @contextlib.contextmanager
-def running_app(workdir: Path, checkpoint: Path, *extra: str, size: int = 112, env: dict[str, str] | None = None,
-                startup_timeout_s: float = 120.0) -> Iterator[RunningApp]:
+def running_app(workdir: Path, checkpoint: Path, *extra: str, size: int | None = 112,
+                extra_env: dict[str, str] | None = None, startup_timeout_s: float = 120.0) -> Iterator[RunningApp]:
     """`python app.py` in a subprocess on a free port; waits until the page answers, stops it afterwards.
 
-    ``extra`` are more command-line arguments, ``env`` more environment variables."""
+    ``size`` is the model input size (None: the model's own), ``extra`` are more command-line
+    arguments, ``extra_env`` more environment variables."""
     tmp = workdir / "server-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     log = workdir / "server.log"
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio"), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env or {})}
-    command = [sys.executable, "app.py", "--port", str(port), "--checkpoint", str(checkpoint), "--size", str(size),
-               *extra]
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2",
+           "OPENAI_API_KEY": "", **(extra_env or {})}
+    command = [sys.executable, "app.py", "--port", str(port), "--checkpoint", str(checkpoint),
+               *(["--size", str(size)] if size else []), *extra]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     app = RunningApp(f"http://127.0.0.1:{port}/", log, tmp)

@@ -24,6 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOTS = REPO_ROOT / "assets" / "screenshots"
 SHIPPED_MODEL = REPO_ROOT / "assets" / "iggt-small"
 TIMEOUT_MS = 60_000
+API_KEY = "sk-browser-Q8vR2SECRETn4"
 
 if CHROMIUM is None:
     pytest.skip("browser tests need Debian's Chromium (`chromium` command or /usr/bin/chromium); "
@@ -43,7 +44,8 @@ def browser():
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_checkpoint):
     # GRADIO_IS_E2E_TEST: Gradio drops a closed tab's state after 1 s instead of an hour.
-    with running_app(tmp_path_factory.mktemp("app"), tiny_checkpoint, env={"GRADIO_IS_E2E_TEST": "1"}) as running:
+    with running_app(tmp_path_factory.mktemp("app"), tiny_checkpoint,
+                     extra_env={"GRADIO_IS_E2E_TEST": "1"}) as running:
         yield running
 
 
@@ -94,12 +96,13 @@ def click_pixel(page, x: int, y: int, size_hw: tuple[int, int]) -> None:
     image.click(position={"x": (x + 0.5) / size_hw[1] * box["width"], "y": (y + 0.5) / size_hw[0] * box["height"]})
 
 
-def ask_in_page(page, question: str, base_url: str, mode: str = "agent") -> str:
+def ask_in_page(page, question: str, base_url: str, mode: str = "agent", api_key: str = "") -> str:
     page.get_by_role("tab", name="Ask").click()
     page.locator("#question textarea").fill(question)
     page.locator("#backend input").click()
     page.get_by_role("option", name="OpenAI-compatible server").click()
     page.locator("#base-url textarea, #base-url input").first.fill(base_url)
+    page.locator("#api-key input").fill(api_key)
     page.get_by_label(mode, exact=True).check()
     page.locator("#ask").click()
     answer = page.locator("#answer")
@@ -115,6 +118,11 @@ def test_page_from_upload_to_answer(browser, app, vlm_server, tmp_path):
     status = reconstruct_in_page(page, photos=photos)
     assert "3 views" in status and "model" in status and "export" in status
 
+    shown_model = page.locator("#viewer a[href]").first.get_attribute("href")
+    page.get_by_label("RGB", exact=True).check()  # re-rendered without running the model again
+    page.wait_for_function("old => document.querySelector('#viewer a[href]').href !== old", arg=shown_model)
+    assert status == page.locator("#status").inner_text()
+
     scene = latest_scene(app.tmp)
     x, y, instance = pixel_of_instance(scene)
     before = page.locator("#click-view img").first.screenshot()
@@ -125,9 +133,11 @@ def test_page_from_upload_to_answer(browser, app, vlm_server, tmp_path):
     assert page.locator("#click-view img").first.screenshot() != before, "the overlay did not change"
     assert page.locator("#instances tr[style*='bold'] td").nth(1).inner_text() == str(instance)
 
-    answer = ask_in_page(page, "Where is the red cube?", vlm_server.url)
+    answer = ask_in_page(page, "Where is the red cube?", vlm_server.url, api_key=API_KEY)
     assert answer.strip() and "Instances:" in answer
     assert "Trace" in page.locator("#trace").inner_text()
+    stored = page.evaluate("() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert API_KEY not in stored and API_KEY not in page.content() and API_KEY not in app.log_text()
     page.screenshot(path=str(tmp_path / "after-question.png"), full_page=True)
     assert "Traceback" not in page.content()
 
@@ -154,7 +164,7 @@ def test_readme_screenshots(browser, tiny_checkpoint, vlm_server, tmp_path):
     (with the shipped small model when it exists, else the tiny random one)."""
     checkpoint = SHIPPED_MODEL if SHIPPED_MODEL.exists() else tiny_checkpoint
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_app(tmp_path, checkpoint, size=224) as app:
+    with running_app(tmp_path, checkpoint, size=None) as app:
         page = open_page(browser, app.url, width=1400, height=1200)
         reconstruct_in_page(page, example="synthetic-5")
         screenshot_at(page, "#model-banner", SCREENSHOTS / "reconstruction.png")

@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from conftest import running_app, write_synthetic_photos
+from demo.handlers import without_paths
 from iggt.scene import Scene
 
 MAX_VIEWS = 6
@@ -84,12 +85,16 @@ def test_upload_then_question_and_the_api_key_stays_secret(app, photos, vlm_serv
     client = Client(app.url, verbose=False)
     reconstructed = reconstruct(client, files=photos)
     assert reconstructed[0].startswith("Done: **3 views**")
+    with pytest.raises(AppError, match="Enter your OpenAI API key"):
+        client.predict(question="Where is the red cube?", backend_choice="OpenAI (GPT-4o)", base_url="",
+                       model_name="", api_key="", mode="agent", api_name="/ask")
     requests_before = len(vlm_server.state.requests)
 
     answer, viewer, overlays, table, trace = ask(client, "Where is the red cube?", vlm_server.url, api_key=API_KEY)
 
     assert answer.startswith("**") and "Instances:" in answer
     assert "VLM calls" in trace and "*answer*" in trace
+    assert re.search(r"<td>[a-z]+ (cube|sphere|cone|object)</td>", table), "the agent's instance names are not shown"
     assert len(overlays) == 3 and len(trimesh.load(viewer).geometry) > 0
     sent = vlm_server.state.requests[requests_before:]
     assert sent, "the question never reached the VLM server"
@@ -138,3 +143,12 @@ def test_mistakes_get_readable_messages(app, photos, vlm_server):
         reconstruct(client, files=(photos * 3)[:MAX_VIEWS + 1])
     with pytest.raises(AppError, match="Give one input only"):
         reconstruct(client, files=photos, example="synthetic-5")
+    assert "Traceback" not in app.log_text(), "a user's mistake put a stack trace into the server log"
+
+
+def test_messages_lose_server_directories_but_keep_urls():
+    assert without_paths("cannot identify image file '/tmp/gradio/3f2a/holiday.jpg'") == \
+        "cannot identify image file 'holiday.jpg'"
+    assert without_paths(r"C:\Users\me\model.pt is damaged") == "model.pt is damaged"
+    kept = "Enter the URL of the server (e.g. http://localhost:8000/v1); 3/4 done"
+    assert without_paths(kept) == kept

@@ -70,7 +70,8 @@ def points_scene(points: np.ndarray) -> Scene:
     return Scene(images=np.zeros((1, 1, count, 3), np.float32), extrinsics=np.eye(3, 4, dtype=np.float32)[None],
                  intrinsics=np.eye(3, dtype=np.float32)[None], depth=zeros + 1, depth_conf=zeros + 1,
                  world_points=points[None, None].astype(np.float32), world_points_conf=zeros + 1,
-                 points_from_depth=points[None, None].astype(np.float32), features=np.zeros((1, 1, count, 8), np.float32))
+                 points_from_depth=points[None, None].astype(np.float32),
+                 features=np.zeros((1, 1, count, 8), np.float32))
 
 
 def test_geometry_baseline_removes_floor_and_wall_and_splits_objects():
@@ -147,7 +148,8 @@ def test_runner_writes_report_and_survives_a_broken_scene(tmp_path):
     (data / "c_broken" / "depth" / "001.png").write_bytes(b"not a png")
 
     out = tmp_path / "report"
-    config = evaluate.EvaluationConfig(data=data, checkpoint="tiny", out=out, device="cpu", clustering=RUNNER_CLUSTERING)
+    config = evaluate.EvaluationConfig(data=data, checkpoint="tiny", out=out, device="cpu",
+                                       clustering=RUNNER_CLUSTERING)
     # The tiny preset works at 224 px; at 28 px (half the records' size) the run stays fast and
     # exercises the mapping of predictions back to the records' pixels.
     summary = evaluate.run_evaluation(config, Reconstructor(load_model("tiny"), device="cpu", size=28))

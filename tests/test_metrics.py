@@ -114,7 +114,8 @@ def test_average_precision_by_threshold_and_ranking():
     pred[0, 0, 8:13] = 1        # 5 of object 2's 8 pixels: IoU 5/8 = 0.625
     result = metrics.instance_average_precision(gt, pred)
     assert result.ap50 == 1.0
-    assert result.per_threshold[0.6] == 1.0 and result.per_threshold[0.65] == 0.5  # TP then FP: precision 1 at recall 0.5
+    # From IoU 0.65 on: a true positive then a false positive, precision 1 at recall 0.5.
+    assert result.per_threshold[0.6] == 1.0 and result.per_threshold[0.65] == 0.5
     assert result.ap == pytest.approx((3 * 1.0 + 7 * 0.5) / 10)
     # Ranked the other way (the poor instance first), the object found at rank 2 has precision 1/2.
     flipped = metrics.instance_average_precision(gt, pred, scores={0: 0.1, 1: 0.9})
@@ -135,7 +136,7 @@ def test_average_precision_ignores_predictions_on_background():
 
 def test_semantic_miou_names_instances_by_majority():
     semantic = np.array([[[0, 3, 3, 3, 5, 5]]])
-    pred = np.array([[[0, 0, 0, 0, 1, -1]]])  # instance 0 mostly category 3 (+ 1 background pixel), instance 1 category 5
+    pred = np.array([[[0, 0, 0, 0, 1, -1]]])  # 0: mostly category 3 (+ 1 background pixel); 1: category 5
     named = metrics.semantic_from_instances(pred, semantic)
     np.testing.assert_array_equal(named, [[[3, 3, 3, 3, 5, 0]]])
     assert metrics.semantic_miou(named, semantic) == pytest.approx((3 / 4 + 1 / 2) / 2)
@@ -240,7 +241,8 @@ def test_pose_auc_and_accuracies_on_known_rotations():
     gt = extrinsics([np.eye(3), np.eye(3)], [[0, 0, 0], [1, 0, 0]])
     pred = extrinsics([np.eye(3), rotation_about("y", 12.5)], [[0, 0, 0], [1, 0, 0]])
     result = metrics.pose_metrics(pred, gt)
-    assert result.rotation_errors == pytest.approx([12.5]) and result.translation_errors == pytest.approx([0.0], abs=1e-6)
+    assert result.rotation_errors == pytest.approx([12.5])
+    assert result.translation_errors == pytest.approx([0.0], abs=1e-6)
     assert result.rra == {5.0: 0.0, 15.0: 1.0, 30.0: 1.0}
     assert result.auc30 == pytest.approx(18 / 30)  # thresholds 13..30 of 1..30
     sideways = metrics.pose_metrics(extrinsics([np.eye(3)] * 2, [[0, 0, 0], [1, 1, 0]]), gt)

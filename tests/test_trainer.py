@@ -157,7 +157,7 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
     assert next(model.parameters()).dtype == torch.float32  # loading casts the half weights back
 
 
-def test_init_from_our_export_and_frozen_backbone(tmp_path):
+def test_init_from_our_export_or_official_weights_and_frozen_backbone(tmp_path):
     import torch
 
     from iggt.config import IGGTConfig
@@ -174,6 +174,13 @@ def test_init_from_our_export_and_frozen_backbone(tmp_path):
     model = trainer.build_model()
     for name, tensor in source.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
+    # the official-weights path reads the same names (ours follow the released checkpoint)
+    official = TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", [
+        "model.preset=tiny", "model.overrides={}", "model.init=iggt",
+        f"model.init_weights={tmp_path / 'export' / 'model.safetensors'}", f"run.output_dir={tmp_path / 'run'}"])
+    from_official = Trainer(official).build_model()
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(from_official.state_dict()[name], tensor), name
     assert not any(p.requires_grad for p in model.aggregator.parameters())
     optimizer, scheduler = trainer.build_optimizer(model)
     assert [g["name"] for g in optimizer.param_groups] == ["heads"]

@@ -166,7 +166,8 @@ def geometry_instances(scene: Scene, config: GeometryGroupingConfig | None = Non
         remaining = remaining[~inliers]
 
     if len(remaining) >= config.min_samples:
-        components = DBSCAN(eps=config.cluster_eps * size, min_samples=config.min_samples).fit_predict(sample[remaining])
+        dbscan = DBSCAN(eps=config.cluster_eps * size, min_samples=config.min_samples)
+        components = dbscan.fit_predict(sample[remaining])
         counts = np.bincount(components[components >= 0])
         large = np.flatnonzero(counts >= config.min_cluster_fraction * len(sample))
         new_id = np.full(len(counts) + 1, BACKGROUND, dtype=np.int64)  # last slot: DBSCAN noise (-1)

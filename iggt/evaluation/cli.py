@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "every scene record of a folder and write metrics.json, report.md and plots.")
     evaluate.add_argument("--data", required=True, type=Path, help="folder of scene records (searched recursively)")
     evaluate.add_argument("--checkpoint", default=None,
-                          help="model folder, checkpoint file, preset name or Hub id (default: the shipped small model)")
+                          help="model folder, checkpoint file, preset name or Hub id "
+                               "(default: the shipped small model)")
     evaluate.add_argument("--out", required=True, type=Path, help="report folder (created)")
     evaluate.add_argument("--clustering", default="large", choices=CLUSTERING_PRESETS,
                           help="clustering preset (the official demo's) for the model, the per-view baseline and "

@@ -237,11 +237,12 @@ def instance_average_precision(gt_ids: np.ndarray, pred_labels: np.ndarray,
     highest IoU); otherwise it is a false positive, unless at least a share t of its points lies
     on GT background: such a prediction is ignored (ScanNet's rule for predictions on
     unlabelled points; here it keeps the floor and wall segments that IGGT's clustering makes,
-    like any method's, from counting as false positives). AP(t) is the area under the precision-recall curve with the precision
-    envelope (all-point interpolation, PASCAL VOC 2010+). ``ap`` averages AP(t) over
-    t = 0.50:0.05:0.95 (ScanNet), ``ap50`` / ``ap25`` are AP(0.5) / AP(0.25). Predicted points on
-    GT background count in a prediction's area, so merging an object with the floor lowers its
-    IoU. ``nan`` when there is no GT object; 0 when there is no prediction.
+    like any method's, from counting as false positives). AP(t) is the area under the
+    precision-recall curve with the precision envelope (all-point interpolation, PASCAL VOC
+    2010+). ``ap`` averages AP(t) over t = 0.50:0.05:0.95 (ScanNet), ``ap50`` / ``ap25`` are
+    AP(0.5) / AP(0.25). Predicted points on GT background count in a prediction's area, so
+    merging an object with the floor lowers its IoU. ``nan`` when there is no GT object; 0 when
+    there is no prediction.
     """
     overlap = label_overlap(gt_ids, pred_labels)
     iou = overlap.iou()
@@ -516,7 +517,8 @@ def relative_pose_errors(pred_extrinsics: np.ndarray, gt_extrinsics: np.ndarray)
     return rotation_error, _direction_angle_deg(pred_translation, gt_translation)
 
 
-def pose_auc(rotation_errors: np.ndarray, translation_errors: np.ndarray, max_threshold: int = POSE_AUC_MAX_DEG) -> float:
+def pose_auc(rotation_errors: np.ndarray, translation_errors: np.ndarray,
+             max_threshold: int = POSE_AUC_MAX_DEG) -> float:
     """AUC as in VGGT / PoseDiffusion: mean over t = 1..max_threshold degrees of the share of
     pairs whose max(rotation error, translation error) < t. ``nan`` without pairs."""
     errors = np.maximum(np.asarray(rotation_errors), np.asarray(translation_errors))

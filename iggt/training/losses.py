@@ -20,13 +20,16 @@ A batch is a mapping with (B = scenes, S = views):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from iggt.geometry import extrinsics_intrinsics_to_pose_encoding
+
+if TYPE_CHECKING:
+    from iggt.model.iggt import Predictions
 
 
 @dataclass
@@ -229,13 +232,13 @@ def instance_loss(
 
 
 def compute_losses(
-    predictions, batch: Mapping[str, Tensor], config: LossConfig | None = None,
+    predictions: Predictions, batch: Mapping[str, Tensor], config: LossConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """All loss terms of one batch and their weighted ``total``.
 
-    ``predictions`` is the model's `Predictions`; ``generator`` drives the pixel sampling of
-    the instance loss (pass one to make training reproducible).
+    ``generator`` drives the pixel sampling of the instance loss (pass one to make training
+    reproducible).
     """
     config = config or LossConfig()
     gt = normalise_ground_truth(batch)
