@@ -20,6 +20,16 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module: on a loaded shared machine, thread synchronisation
+    dominates the tiny model's small ops (use with ``pytest.mark.usefixtures``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A folder with a randomly initialised "tiny" IGGT (fixed seed), as `save_pretrained` writes it."""

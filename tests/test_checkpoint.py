@@ -32,13 +32,7 @@ OFFICIAL_MODULE_NUMBERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a loaded shared machine, thread synchronisation dominates tiny ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def reference_state_dict(name: str) -> dict[str, list[int]]:

@@ -12,13 +12,7 @@ from iggt.model.layers import PatchEmbedder, RotaryEmbedding2D
 DENSE_FIELDS = ("depth", "depth_conf", "world_points", "world_points_conf", "instance_features")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a loaded shared machine, thread synchronisation dominates tiny ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(config: IGGTConfig, seed: int = 0) -> IGGT:

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render synthetic scenes (cameras, depth, instance ids) as scene records.")
     generate.add_argument("--out", required=True, type=Path, help="folder to write the scene records into")
     generate.add_argument("--count", required=True, type=int, help="number of scenes")
-    generate.add_argument("--seed", type=int, default=0, help="seed of the first scene (scene i uses seed + i)")
+    generate.add_argument("--seed", type=int, default=0, help="data-set seed: scene i is rendered from a seed derived from (SEED, i), so sets with different seeds share no scene")
     generate.add_argument("--views", type=int, default=None, help="views per scene (default: the generator's)")
     generate.add_argument("--size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                           help="image size in pixels (default: the generator's)")
