@@ -19,7 +19,7 @@ from iggt.model.checkpoint import (
 )
 from iggt.model.iggt import IGGT
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 # Section 2 of the architecture reference: state-dict numbers (parameters + buffers) per module.
 OFFICIAL_MODULE_NUMBERS = {
@@ -36,11 +36,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def reference_state_dict(name: str) -> dict[str, list[int]]:
-    """Shapes of a released checkpoint, listed in the shared reference folder."""
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"reference file {name} not available (expected at {path})")
-    return json.loads(path.read_text())
+    """Shapes of a released checkpoint (tests/data, copied from the reference material)."""
+    return json.loads((REFERENCE / name).read_text())
 
 
 @pytest.fixture(scope="module")
