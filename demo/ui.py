@@ -53,7 +53,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 video_frames = gr.Slider(2, limits.max_video_frames, value=min(12, limits.max_video_frames), step=1,
                                          label="Frames sampled from the video")
                 example = gr.Dropdown(["", *examples], value="", label="...or an example scene", elem_id="example")
-                clustering = gr.Radio(list(CLUSTERING_CHOICES), value="large",
+                clustering = gr.Radio(list(CLUSTERING_CHOICES), value=models.info.clustering,
                                       label="Instance granularity (clustering preset)")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 status = gr.Markdown(label="Status", elem_id="status")

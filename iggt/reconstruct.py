@@ -61,12 +61,16 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def describe_model(model: IGGT) -> str:
-    """A short human name: the matching preset (if any) and the parameter count."""
-    def architecture(config) -> IGGTConfig:  # runtime switches do not change which model it is
-        return replace(config, frames_chunk_size=1, gradient_checkpointing=False)
+    """A short human name: the matching preset (if any), its input size if changed, the parameter count."""
+    def architecture(config: IGGTConfig, img_size: int) -> IGGTConfig:
+        # runtime switches and the position-table size do not change which model it is
+        return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=img_size)
 
-    preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(model.config)),
-                  "custom")
+    own = model.config
+    preset = next((name for name, config in PRESETS.items()
+                   if architecture(config, own.img_size) == architecture(own, own.img_size)), "custom")
+    if preset != "custom" and PRESETS[preset].img_size != own.img_size:
+        preset = f"{preset} at {own.img_size} px"
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     return f"IGGT {preset} ({millions:.1f} M parameters)"
 
