@@ -21,8 +21,7 @@ import numpy as np
 from demo.pictures import depth_pictures, instance_table, trace_markdown, view_overlays
 from demo.services import ModelService, VLMService
 from demo.session import Session
-from grounding.agent import MODES, answer, scene_fingerprint
-from grounding.naming import name_instances
+from grounding.agent import MODES, answer
 from iggt.export import export_all, export_glb
 from iggt.instances import ClusteringConfig, segment_instances
 from iggt.views import InputError, load_views
@@ -287,8 +286,7 @@ class Handlers:
         result = answer(session.scene, question, backend, mode=mode,
                         progress=lambda f, msg: progress(0.05 + 0.9 * f, desc=f"Grounding: {msg}"))
         if any(step.kind == "naming" and not step.detail.get("notes") for step in result.trace):
-            # The agent named every instance; with the names in the backend's cache this asks nothing again.
-            session.scene, _ = name_instances(session.scene, backend, scene_fingerprint(session.scene))
+            session.scene = result.scene  # the agent named every instance: show the names in the table
         session.highlighted = list(result.instance_ids)
         glb, overlays, _, table = self._render_all(session, display)
         ids = ", ".join(str(i) for i in result.instance_ids) or "none"

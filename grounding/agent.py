@@ -85,6 +85,8 @@ class Answer:
     instance_names: dict[int, str | None] = field(default_factory=dict)
     """Names of the answered instances (from the VLM naming pass in agent mode, else the scene's)."""
     fell_back: bool = False
+    scene: Scene | None = None
+    """The scene the answer was computed on: in agent mode a copy whose instances carry VLM names."""
 
     @property
     def seconds_outside_vlm(self) -> float:
@@ -425,4 +427,4 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
     grounder.progress(1.0, "done")
     names = {k: grounder.scene.instances.info[k].name for k in ids}
     return Answer(question, mode, text, ids, probabilities, grounder.trace, grounder.vlm.calls,
-                  grounder.vlm.busy_seconds, time.perf_counter() - start, names, fell_back)
+                  grounder.vlm.busy_seconds, time.perf_counter() - start, names, fell_back, grounder.scene)
