@@ -122,8 +122,23 @@ class Instances:
         return palette[np.where(self.labels >= 0, self.labels, len(self.info))]
 
 
+class ViewStack:
+    """Shape helpers of anything that holds ``images`` ``[S, H, W, 3]`` (a `Scene`, a scene record)."""
+
+    images: np.ndarray
+
+    @property
+    def num_views(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the images."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+
 @dataclass
-class Scene:
+class Scene(ViewStack):
     """Cameras, dense geometry, instance features and (after clustering) instances of S views."""
 
     images: np.ndarray
@@ -148,16 +163,6 @@ class Scene:
     view_transforms: list[ViewTransform] = field(default_factory=list)
     model_name: str = ""
     instances: Instances | None = None
-
-    # -- shape helpers -------------------------------------------------------------------
-    @property
-    def num_views(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(height, width) of the model input."""
-        return int(self.images.shape[1]), int(self.images.shape[2])
 
     def with_instances(self, instances: Instances | None) -> "Scene":
         """A copy that shares the arrays but carries other instances."""

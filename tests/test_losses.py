@@ -123,6 +123,26 @@ def test_pixel_sampling_respects_validity_background_and_seed():
     assert with_background.all()
 
 
+def test_balanced_sampling_gives_small_instances_their_share():
+    """A 4-pixel object beside 1020 background pixels: uniform sampling of 64 pixels finds it
+    about 0.25 times a view, balanced sampling about half of the 64 times."""
+    ids = torch.zeros(1, 50, 32, 32, dtype=torch.long)
+    ids[:, :, 10:12, 10:12] = 1
+    valid = torch.ones_like(ids, dtype=torch.bool)
+
+    def object_share(balanced: bool) -> float:
+        indices, mask = sample_instance_pixels(ids, valid, 64, "instance", torch.Generator().manual_seed(0), balanced)
+        assert mask.all() and all(len(set(view.tolist())) == 64 for view in indices[0])  # distinct pixels
+        return (torch.gather(ids.flatten(2), 2, indices) == 1).float().sum().item() / (50 * 64)
+
+    assert object_share(False) < 0.02
+    assert object_share(True) == pytest.approx(4 / 64, abs=1e-9)  # all 4 object pixels in every view
+    invalid = valid.clone()
+    invalid[:, :, 10, 10] = False
+    indices, mask = sample_instance_pixels(ids, invalid, 64, "instance", torch.Generator().manual_seed(0), True)
+    assert 10 * 32 + 10 not in indices[mask].tolist()
+
+
 def _scene_batch(scale: float = 3.0) -> dict[str, torch.Tensor]:
     """Two views of a 4x6 image; world points are a plane at depth 1..2 times ``scale``."""
     torch.manual_seed(1)
@@ -185,5 +205,7 @@ def test_perfect_predictions_cost_nothing_and_errors_cost_something():
 def test_loss_config_rejects_bad_values():
     with pytest.raises(ValueError, match="background"):
         LossConfig(background="sky")
+    with pytest.raises(ValueError, match="sampling"):
+        LossConfig(sampling="stratified")
     with pytest.raises(ValueError, match="pixels_per_view"):
         LossConfig(pixels_per_view=1)

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +126,72 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(scenes, tmp_path
     assert any(not (initial[k] == expected[k]).all() for k in expected)  # training changed the weights
     for name in expected:
         assert (expected[name] - actual[name]).abs().max().item() <= 1e-6, name
+
+
+# --------------------------------------------------------------------------- distributed runs
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _torchrun(recipe: list[str], *, nodes: int, processes_per_node: int, resume: bool = False) -> None:
+    """``torchrun -m iggt train`` with DDP on CPU processes (gloo), all nodes on this machine:
+    the code path of several GPUs or nodes, with another collective backend."""
+    port = _free_port()
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node_rank={rank}",
+         f"--nproc_per_node={processes_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+         "-m", "iggt", "train", "--config", str(REPO / "configs" / "small-cpu.yaml"), *recipe,
+         *(["--resume"] if resume else [])],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(nodes)]
+    for run in runs:
+        output = run.communicate(timeout=300)[0]
+        assert run.returncode == 0, output[-3000:]
+        assert output.count("model saved to") == (1 if run is runs[0] else 0)  # printed by the main process only
+
+
+def _largest_parameter_difference(expected: Path, actual: Path) -> float:
+    """Over the learned weights; BatchNorm statistics differ by design (DDP keeps rank 0's)."""
+    expected, actual = _weights(expected), _weights(actual)
+    assert expected.keys() == actual.keys()
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    return max((expected[name] - actual[name]).abs().max().item() for name in expected if not name.endswith(statistics))
+
+
+# Summation order (all-reduce vs accumulation) may move weights by ~1e-6 after two Adam steps
+# of 1e-3; training on different data moves them by ~1e-3.
+SAME_RUN_TOLERANCE = 2e-5
+
+
+@pytest.fixture(scope="module")
+def accumulated_run(scenes, tmp_path_factory) -> Path:
+    """The reference of the distributed runs: one process, 2 accumulation steps per optimizer
+    step (launched the same way, so that it computes with the same thread count)."""
+    output = tmp_path_factory.mktemp("accumulated")
+    _torchrun(_tiny_recipe(scenes, output) + ["optim.gradient_accumulation_steps=2"], nodes=1, processes_per_node=1)
+    return output / "model"
+
+
+def test_two_process_ddp_interrupted_and_resumed_equals_one_process_with_accumulation(scenes, accumulated_run, tmp_path):
+    recipe = _tiny_recipe(scenes, tmp_path / "ddp")
+    _torchrun(recipe + ["run.max_minutes=0"], nodes=1, processes_per_node=2)  # stops after step 1
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["step_0000001"]
+    _torchrun(recipe, nodes=1, processes_per_node=2, resume=True)
+    assert _largest_parameter_difference(accumulated_run, tmp_path / "ddp" / "model") < SAME_RUN_TOLERANCE
+
+
+def test_two_nodes_equal_one_process_with_accumulation(scenes, accumulated_run, tmp_path):
+    from iggt.training.trainer import Trainer
+
+    _torchrun(_tiny_recipe(scenes, tmp_path / "nodes"), nodes=2, processes_per_node=1)
+    assert _largest_parameter_difference(accumulated_run, tmp_path / "nodes" / "model") < SAME_RUN_TOLERANCE
+    # one process without accumulation sees half the data per step: clearly another result
+    alone = Trainer(TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", _tiny_recipe(scenes, tmp_path / "one"))).train()
+    assert _largest_parameter_difference(accumulated_run, alone) > 50 * SAME_RUN_TOLERANCE
 
 
 def test_resume_without_checkpoint_is_a_clear_error(scenes, tmp_path):

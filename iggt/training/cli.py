@@ -4,6 +4,7 @@
     python -m iggt train --config configs/small-cpu.yaml run.output_dir=runs/small optim.steps=100
     python -m iggt train --config configs/small-cpu.yaml --resume        # continue after a stop
     accelerate launch -m iggt train --config configs/paper-1b.yaml       # several GPUs / nodes
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m iggt train ...  # several CPU processes
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ def run_train(args: argparse.Namespace) -> int:
     from iggt.training.trainer import TrainConfig, Trainer
 
     config = TrainConfig.from_yaml(args.config, args.overrides)
-    exported = Trainer(config).train(resume=args.resume)
-    print(f"model saved to {exported}")
+    trainer = Trainer(config)
+    exported = trainer.train(resume=args.resume)
+    if trainer.accelerator.is_main_process:
+        print(f"model saved to {exported}")
     return 0
 
 

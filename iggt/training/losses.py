@@ -58,6 +58,10 @@ class LossConfig:
     push_margin: float = 1.0
     pixels_per_view: int = 512
     """Pixels sampled per view for the contrastive loss."""
+    sampling: Literal["uniform", "balanced"] = "uniform"
+    """``uniform``: every eligible pixel equally likely, so the background and large objects
+    take most samples; ``balanced``: every instance of a view gets about the same number of
+    samples, so small objects, the ones that are hardest to separate, are not starved."""
     background: Literal["instance", "ignore"] = "instance"
     """``instance``: background pixels (id 0) form one more instance that is pulled together and
     pushed away from the objects, so clustering finds it as one cluster; ``ignore``: they are
@@ -66,6 +70,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.background not in ("instance", "ignore"):
             raise ValueError(f"loss background must be 'instance' or 'ignore', got {self.background!r}")
+        if self.sampling not in ("uniform", "balanced"):
+            raise ValueError(f"loss sampling must be 'uniform' or 'balanced', got {self.sampling!r}")
         if self.pixels_per_view < 2:
             raise ValueError(f"loss pixels_per_view must be at least 2, got {self.pixels_per_view}")
         if self.push_margin <= 0:
@@ -155,13 +161,17 @@ def confidence_regression_loss(
 
 
 def sample_instance_pixels(
-    instance_ids: Tensor, valid: Tensor, pixels_per_view: int, background: str, generator: torch.Generator | None = None
+    instance_ids: Tensor, valid: Tensor, pixels_per_view: int, background: str, generator: torch.Generator | None = None,
+    balanced: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Up to ``pixels_per_view`` random distinct eligible pixels of each view.
 
-    Eligible: valid, and (unless ``background == "instance"``) not background. Returns flat
-    pixel indices ``[B, S, n]`` into ``H*W`` and a mask ``[B, S, n]`` of the samples that
-    exist (a view with fewer eligible pixels gets fewer).
+    Eligible: valid, and (unless ``background == "instance"``) not background. With
+    ``balanced`` a pixel's chance is inversely proportional to its instance's area in the view
+    (weighted sampling without replacement: the top keys ``u ** area`` for uniform ``u``), so
+    each instance gets about the same number of samples. Returns flat pixel indices
+    ``[B, S, n]`` into ``H*W`` and a mask ``[B, S, n]`` of the samples that exist (a view
+    with fewer eligible pixels gets fewer).
     """
     eligible = valid.bool()
     if background == "ignore":
@@ -169,10 +179,17 @@ def sample_instance_pixels(
     eligible = eligible.flatten(2)
     count = min(pixels_per_view, eligible.shape[-1])
     device = generator.device if generator is not None else eligible.device
-    scores = torch.rand(eligible.shape, generator=generator, device=device).to(eligible.device)
-    scores = torch.where(eligible, scores, torch.full_like(scores, -1.0))
+    uniform = torch.rand(eligible.shape, generator=generator, device=device).to(eligible.device)
+    if balanced:
+        ids = instance_ids.flatten(2).long().clamp(min=0)
+        areas = torch.zeros(*ids.shape[:2], int(ids.max()) + 1, device=ids.device)
+        areas.scatter_add_(2, ids, eligible.float())
+        scores = torch.log(uniform.clamp(min=1e-12)) * torch.gather(areas, 2, ids)  # log of u ** area, <= 0
+    else:
+        scores = uniform
+    scores = torch.where(eligible, scores, torch.full_like(scores, -torch.inf))
     top_scores, indices = scores.topk(count, dim=-1)
-    return indices, top_scores >= 0
+    return indices, top_scores > -torch.inf
 
 
 def contrastive_instance_loss(
@@ -220,7 +237,8 @@ def instance_loss(
     ``instance_features`` is the model's raw ``[B, S, D, H, W]``.
     """
     batch, views, dim = instance_features.shape[:3]
-    indices, mask = sample_instance_pixels(instance_ids, valid, config.pixels_per_view, config.background, generator)
+    indices, mask = sample_instance_pixels(instance_ids, valid, config.pixels_per_view, config.background, generator,
+                                           balanced=config.sampling == "balanced")
     flat_features = instance_features.flatten(3)  # [B, S, D, H*W]
     sampled = torch.gather(flat_features, 3, indices[:, :, None, :].expand(-1, -1, dim, -1))
     sampled = sampled.permute(0, 1, 3, 2).reshape(batch, -1, dim)

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from iggt.scene import ViewStack
+
 FORMAT_NAME = "iggt-scene-record"
 FORMAT_VERSION = 1
 DEPTH_UNIT_M = 0.001
@@ -90,7 +92,7 @@ class ObjectInfo:
 
 
 @dataclass
-class SceneRecord:
+class SceneRecord(ViewStack):
     """Views of one scene with exact cameras, depth and instance ids."""
 
     name: str
@@ -110,15 +112,6 @@ class SceneRecord:
     meta: dict = field(default_factory=dict)
     categories: list[str] = field(default_factory=list)
     """Names of the semantic indices 1, 2, ... (index 0 is background)."""
-
-    @property
-    def num_views(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(height, width)."""
-        return int(self.images.shape[1]), int(self.images.shape[2])
 
     def object(self, object_id: int) -> ObjectInfo:
         """The object with this id (as in ``instance_ids``)."""

@@ -356,11 +356,19 @@ class Trainer:
         return folder
 
     # -- the loop ----------------------------------------------------------------------------
-    def _seed_step(self, step: int) -> torch.Generator:
-        """Reset the random state for ``step``; returns the generator of the loss's pixel sampling."""
-        seed = (self.config.run.seed * 1_000_003 + step) * 1009 + self.accelerator.process_index
-        torch.manual_seed(seed)
-        return torch.Generator().manual_seed(seed + 1)
+    def _seed_step(self, step: int) -> None:
+        """Reset the global random state for ``step`` (the same on every process)."""
+        torch.manual_seed(self.config.run.seed * 1_000_003 + step)
+
+    def _pixel_generator(self, step: int, micro_step: int) -> torch.Generator:
+        """The generator of the loss's pixel sampling for one micro-batch.
+
+        It depends on the micro-batch's global index, the position of its data in the sampler
+        (``micro_step * num_processes + process_index``), so N processes with A accumulation
+        steps draw the same pixels as one process with N * A accumulation steps.
+        """
+        index = micro_step * self.accelerator.num_processes + self.accelerator.process_index
+        return torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 1009 + index + 1)
 
     def train(self, resume: bool = False, progress: Progress | None = None) -> Path:
         """Train until ``optim.steps`` (or ``run.max_minutes``); returns the exported model folder."""
@@ -410,21 +418,22 @@ class Trainer:
                 bar.write(f"stopping after {step} steps: run.max_minutes = {config.run.max_minutes} reached")
                 break
         bar.close()
-        accelerator.end_training()
-        return self.export(model)
+        folder = self.export(model)
+        accelerator.end_training()  # last: it also ends the process group of a distributed run
+        return folder
 
     def _optimizer_step(self, model, optimizer, scheduler, batches, step: int) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns the mean
         losses and the gradient norm (before clipping)."""
         accelerator = self.accelerator
-        generator = self._seed_step(step)
+        self._seed_step(step)
         totals: dict[str, float] = {}
         micro_steps = self.config.optim.gradient_accumulation_steps
-        for _ in range(micro_steps):
+        for micro_step in range(micro_steps):
             batch = {k: v.to(accelerator.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
             with accelerator.accumulate(model):
                 predictions = model(batch["images"])
-                losses = compute_losses(predictions, batch, self.config.loss, generator)
+                losses = compute_losses(predictions, batch, self.config.loss, self._pixel_generator(step, micro_step))
                 accelerator.backward(losses["total"])
                 if accelerator.sync_gradients and self.config.optim.grad_clip > 0:
                     norm = accelerator.clip_grad_norm_(model.parameters(), self.config.optim.grad_clip)
