@@ -34,8 +34,10 @@ def test_paper_recipe_matches_the_paper():
 def test_yaml_values_and_overrides_are_converted(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("optim:\n  lr_heads: 1e-4\n  steps: 50\n  warmup_steps: 5\nloss:\n  background: ignore\n")
-    config = TrainConfig.from_yaml(recipe, ["optim.steps=20", "run.max_minutes=1.5", "optim.betas=[0.8, 0.9]"])
+    config = TrainConfig.from_yaml(recipe, ["optim.steps=20", "run.max_minutes=1.5", "optim.betas=[0.8, 0.9]",
+                                            "run.mixed_precision=no"])
     assert config.optim.lr_heads == pytest.approx(1e-4)  # YAML alone reads "1e-4" as text
+    assert config.run.mixed_precision == "no"  # and an unquoted no as false
     assert config.optim.steps == 20
     assert config.run.max_minutes == 1.5
     assert config.optim.betas == (0.8, 0.9)
@@ -192,6 +194,20 @@ def test_two_nodes_equal_one_process_with_accumulation(scenes, accumulated_run, 
     # one process without accumulation sees half the data per step: clearly another result
     alone = Trainer(TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", _tiny_recipe(scenes, tmp_path / "one"))).train()
     assert _largest_parameter_difference(accumulated_run, alone) > 50 * SAME_RUN_TOLERANCE
+
+
+def test_bf16_mixed_precision_trains_close_to_fp32(scenes, tmp_path):
+    """The GPU recipe's bf16 autocast, run on the CPU: the stored weights stay fp32, and two steps
+    land near the fp32 run but not on it (so autocast really computed in bf16). Each run is a
+    process of its own: accelerate fixes the precision once per process."""
+    def run(precision: str) -> Path:
+        _torchrun(_tiny_recipe(scenes, tmp_path / precision) + [f"run.mixed_precision={precision}"],
+                  nodes=1, processes_per_node=1)
+        return tmp_path / precision / "model"
+
+    bf16, fp32 = run("bf16"), run("no")
+    assert {str(v.dtype) for v in _weights(bf16).values()} <= {"torch.float32", "torch.int64"}
+    assert 1e-5 < _largest_parameter_difference(fp32, bf16) < 2e-2
 
 
 def test_resume_without_checkpoint_is_a_clear_error(scenes, tmp_path):

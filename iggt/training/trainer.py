@@ -206,6 +206,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, key)
     if origin is Literal:
+        if isinstance(value, bool) and ("no" if not value else "yes") in args:
+            value = "no" if not value else "yes"  # YAML reads an unquoted no (yes, off, on) as a boolean
         if value not in args:
             raise ValueError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
