@@ -139,19 +139,31 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _torchrun(recipe: list[str], *, nodes: int, processes_per_node: int, resume: bool = False) -> None:
+def _torchrun(recipe: list[str], *, nodes: int, processes_per_node: int, resume: bool = False,
+              program: list[str] = ("-m", "iggt"), timeout: float = 300) -> None:
     """``torchrun -m iggt train`` with DDP on CPU processes (gloo), all nodes on this machine:
     the code path of several GPUs or nodes, with another collective backend."""
     port = _free_port()
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     runs = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node_rank={rank}",
          f"--nproc_per_node={processes_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
-         "-m", "iggt", "train", "--config", str(REPO / "configs" / "small-cpu.yaml"), *recipe,
+         *program, "train", "--config", str(REPO / "configs" / "small-cpu.yaml"), *recipe,
          *(["--resume"] if resume else [])],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(nodes)]
-    for run in runs:
-        output = run.communicate(timeout=300)[0]
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(nodes)]
+    try:
+        outputs = [run.communicate(timeout=timeout)[0] for run in runs]
+    except subprocess.TimeoutExpired:
+        import psutil
+
+        for run in runs:
+            launcher = psutil.Process(run.pid)
+            for process in [*launcher.children(recursive=True), launcher]:
+                process.kill()
+        pytest.fail(f"the distributed run did not finish within {timeout} s (hung)")
+    for run, output in zip(runs, outputs):
         assert run.returncode == 0, output[-3000:]
         assert output.count("model saved to") == (1 if run is runs[0] else 0)  # printed by the main process only
 
@@ -194,6 +206,30 @@ def test_two_nodes_equal_one_process_with_accumulation(scenes, accumulated_run, 
     # one process without accumulation sees half the data per step: clearly another result
     alone = Trainer(TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", _tiny_recipe(scenes, tmp_path / "one"))).train()
     assert _largest_parameter_difference(accumulated_run, alone) > 50 * SAME_RUN_TOLERANCE
+
+
+SKEWED_CLOCK = """
+import os, sys, time, types
+import iggt.training.trainer as trainer
+from iggt.__main__ import main
+
+if os.environ["RANK"] == "1":  # once training has started, this process's clock is an hour ahead
+    calls = iter(range(10**9))
+    trainer.time = types.SimpleNamespace(monotonic=lambda: time.monotonic() + (3600 if next(calls) else 0))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_time_limit_reached_by_one_process_stops_all_together(scenes, tmp_path):
+    """``run.max_minutes`` passed on one process only: every process stops after the same step
+    with one complete checkpoint (deciding alone, they would wait for each other forever)."""
+    script = tmp_path / "skewed_clock.py"
+    script.write_text(SKEWED_CLOCK)
+    _torchrun(_tiny_recipe(scenes, tmp_path / "run", steps=3) + ["run.max_minutes=60"],
+              nodes=1, processes_per_node=2, program=[str(script)], timeout=120)
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
+    assert checkpoint.name == "step_0000001" and (checkpoint / "progress.json").is_file()
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
 def test_bf16_mixed_precision_trains_close_to_fp32(scenes, tmp_path):

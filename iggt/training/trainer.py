@@ -413,7 +413,7 @@ class Trainer:
                 since_log.clear()
             if progress is not None:
                 progress(step / config.optim.steps, f"step {step}/{config.optim.steps} loss {losses['total']:.4f}")
-            out_of_time = config.run.max_minutes is not None and time.monotonic() - started > 60 * config.run.max_minutes
+            out_of_time = self._out_of_time(started)
             if step % config.run.checkpoint_every == 0 or step == config.optim.steps or out_of_time:
                 self.save_checkpoint(step)
             if out_of_time:
@@ -423,6 +423,17 @@ class Trainer:
         folder = self.export(model)
         accelerator.end_training()  # last: it also ends the process group of a distributed run
         return folder
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether ``run.max_minutes`` has passed, decided by all processes together: were each
+        to look at its own clock, one would stop to checkpoint while another waited for the
+        next step's gradients, and a distributed run would hang."""
+        limit = self.config.run.max_minutes
+        if limit is None:
+            return False
+        if time.monotonic() - started > 60 * limit:
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
 
     def _optimizer_step(self, model, optimizer, scheduler, batches, step: int) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns the mean
