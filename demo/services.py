@@ -21,7 +21,7 @@ import torch
 from grounding.vlm import VLM, make_backend
 from grounding.vlm.openai_backend import API_KEY_ENV
 from iggt.model.iggt import IGGT
-from iggt.reconstruct import Reconstructor, describe_model
+from iggt.reconstruct import Reconstructor, describe_model, parameter_millions
 from iggt.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,8 @@ def _is_shipped(spec: str) -> bool:
 def describe(spec: str, model: IGGT) -> ModelInfo:
     """Title and note for the banner: what the model is and what to expect from it."""
     if _is_shipped(spec):
-        millions = sum(p.numel() for p in model.parameters()) / 1e6
         return ModelInfo(
-            f"IGGT-small ({millions:.1f} M parameters), trained on synthetic scenes only",
+            f"IGGT-small ({parameter_millions(model):.1f} M parameters), trained on synthetic scenes only",
             "It works on scenes like the bundled synthetic examples; on real photos its depth and "
             "instances are rough. Start the app with IGGT_CHECKPOINT, or on a GPU machine with internet "
             "access, for the paper's 1B model.", clustering="small")

@@ -60,19 +60,22 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return _DTYPES[dtype]
 
 
+def parameter_millions(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
 def describe_model(model: IGGT) -> str:
     """A short human name: the matching preset (if any), its input size if changed, the parameter count."""
-    def architecture(config: IGGTConfig, img_size: int) -> IGGTConfig:
-        # runtime switches and the position-table size do not change which model it is
-        return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=img_size)
-
     own = model.config
-    preset = next((name for name, config in PRESETS.items()
-                   if architecture(config, own.img_size) == architecture(own, own.img_size)), "custom")
+
+    def architecture(config: IGGTConfig) -> IGGTConfig:
+        # runtime switches and the position-table size do not change which model it is
+        return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=own.img_size)
+
+    preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), "custom")
     if preset != "custom" and PRESETS[preset].img_size != own.img_size:
         preset = f"{preset} at {own.img_size} px"
-    millions = sum(p.numel() for p in model.parameters()) / 1e6
-    return f"IGGT {preset} ({millions:.1f} M parameters)"
+    return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters)"
 
 
 class Reconstructor:

@@ -130,16 +130,16 @@ def test_balanced_sampling_gives_small_instances_their_share():
     ids[:, :, 10:12, 10:12] = 1
     valid = torch.ones_like(ids, dtype=torch.bool)
 
-    def object_share(balanced: bool) -> float:
-        indices, mask = sample_instance_pixels(ids, valid, 64, "instance", torch.Generator().manual_seed(0), balanced)
+    def object_share(sampling: str) -> float:
+        indices, mask = sample_instance_pixels(ids, valid, 64, "instance", torch.Generator().manual_seed(0), sampling)
         assert mask.all() and all(len(set(view.tolist())) == 64 for view in indices[0])  # distinct pixels
         return (torch.gather(ids.flatten(2), 2, indices) == 1).float().sum().item() / (50 * 64)
 
-    assert object_share(False) < 0.02
-    assert object_share(True) == pytest.approx(4 / 64, abs=1e-9)  # all 4 object pixels in every view
+    assert object_share("uniform") < 0.02
+    assert object_share("balanced") == pytest.approx(4 / 64, abs=1e-9)  # all 4 object pixels in every view
     invalid = valid.clone()
     invalid[:, :, 10, 10] = False
-    indices, mask = sample_instance_pixels(ids, invalid, 64, "instance", torch.Generator().manual_seed(0), True)
+    indices, mask = sample_instance_pixels(ids, invalid, 64, "instance", torch.Generator().manual_seed(0), "balanced")
     assert 10 * 32 + 10 not in indices[mask].tolist()
 
 

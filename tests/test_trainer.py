@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from iggt.training.trainer import TrainConfig, warmup_cosine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,17 +133,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(scenes, tmp_path
 # --------------------------------------------------------------------------- distributed runs
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _torchrun(recipe: list[str], *, nodes: int, processes_per_node: int, resume: bool = False,
               program: list[str] = ("-m", "iggt"), timeout: float = 300) -> None:
     """``torchrun -m iggt train`` with DDP on CPU processes (gloo), all nodes on this machine:
     the code path of several GPUs or nodes, with another collective backend."""
-    port = _free_port()
+    port = free_port()
     environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     runs = [subprocess.Popen(

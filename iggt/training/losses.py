@@ -162,12 +162,12 @@ def confidence_regression_loss(
 
 def sample_instance_pixels(
     instance_ids: Tensor, valid: Tensor, pixels_per_view: int, background: str, generator: torch.Generator | None = None,
-    balanced: bool = False,
+    sampling: str = "uniform",
 ) -> tuple[Tensor, Tensor]:
     """Up to ``pixels_per_view`` random distinct eligible pixels of each view.
 
     Eligible: valid, and (unless ``background == "instance"``) not background. With
-    ``balanced`` a pixel's chance is inversely proportional to its instance's area in the view
+    ``sampling == "balanced"`` a pixel's chance is inversely proportional to its instance's area in the view
     (weighted sampling without replacement: the top keys ``u ** area`` for uniform ``u``), so
     each instance gets about the same number of samples. Returns flat pixel indices
     ``[B, S, n]`` into ``H*W`` and a mask ``[B, S, n]`` of the samples that exist (a view
@@ -180,7 +180,7 @@ def sample_instance_pixels(
     count = min(pixels_per_view, eligible.shape[-1])
     device = generator.device if generator is not None else eligible.device
     uniform = torch.rand(eligible.shape, generator=generator, device=device).to(eligible.device)
-    if balanced:
+    if sampling == "balanced":
         ids = instance_ids.flatten(2).long().clamp(min=0)
         areas = torch.zeros(*ids.shape[:2], int(ids.max()) + 1, device=ids.device)
         areas.scatter_add_(2, ids, eligible.float())
@@ -238,7 +238,7 @@ def instance_loss(
     """
     batch, views, dim = instance_features.shape[:3]
     indices, mask = sample_instance_pixels(instance_ids, valid, config.pixels_per_view, config.background, generator,
-                                           balanced=config.sampling == "balanced")
+                                           config.sampling)
     flat_features = instance_features.flatten(3)  # [B, S, D, H*W]
     sampled = torch.gather(flat_features, 3, indices[:, :, None, :].expand(-1, -1, dim, -1))
     sampled = sampled.permute(0, 1, 3, 2).reshape(batch, -1, dim)

@@ -206,8 +206,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, key)
     if origin is Literal:
-        if isinstance(value, bool) and ("no" if not value else "yes") in args:
-            value = "no" if not value else "yes"  # YAML reads an unquoted no (yes, off, on) as a boolean
+        word = "yes" if value is True else "no" if value is False else None
+        if word in args:
+            value = word  # YAML reads an unquoted no (yes, off, on) as a boolean
         if value not in args:
             raise ValueError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
@@ -358,9 +359,12 @@ class Trainer:
         return folder
 
     # -- the loop ----------------------------------------------------------------------------
+    def _step_seed(self, step: int) -> int:
+        return self.config.run.seed * 1_000_003 + step
+
     def _seed_step(self, step: int) -> None:
         """Reset the global random state for ``step`` (the same on every process)."""
-        torch.manual_seed(self.config.run.seed * 1_000_003 + step)
+        torch.manual_seed(self._step_seed(step))
 
     def _pixel_generator(self, step: int, micro_step: int) -> torch.Generator:
         """The generator of the loss's pixel sampling for one micro-batch.
@@ -370,7 +374,7 @@ class Trainer:
         steps draw the same pixels as one process with N * A accumulation steps.
         """
         index = micro_step * self.accelerator.num_processes + self.accelerator.process_index
-        return torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 1009 + index + 1)
+        return torch.Generator().manual_seed(self._step_seed(step) * 1009 + index + 1)
 
     def train(self, resume: bool = False, progress: Progress | None = None) -> Path:
         """Train until ``optim.steps`` (or ``run.max_minutes``); returns the exported model folder."""
