@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iggt.errors import IGGTError
 from iggt.scene import Scene
 
 RELATIONS = ("left_of", "right_of", "in_front_of", "behind", "above", "below")
@@ -20,7 +21,7 @@ ORDERS = ("left_to_right", "right_to_left", "nearest_to_camera", "farthest_from_
           "smallest_to_largest", "largest_to_smallest")
 
 
-class SpatialError(ValueError):
+class SpatialError(IGGTError):
     """A spatial question that cannot be computed (unknown id, view, relation or order)."""
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from iggt.errors import IGGTError
 from iggt.scene import ViewTransform
 
 if TYPE_CHECKING:  # torch is imported where it is needed, so loading stays light (CLI --help)
@@ -42,7 +43,7 @@ _PAD_VALUE = 1.0
 """Padding is white, as in the official loader."""
 
 
-class InputError(ValueError):
+class InputError(IGGTError):
     """The user's photos or video cannot be used; the message says which file and why."""
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..config import PRESETS, IGGTConfig
 from .iggt import IGGT
+from ..errors import IGGTError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IGGTError):
     """A checkpoint could not be read or does not fit the model; the message says why and where."""
 
 

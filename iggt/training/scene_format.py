@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from iggt.errors import IGGTError
 from iggt.scene import ViewStack
 
 FORMAT_NAME = "iggt-scene-record"
@@ -62,7 +63,7 @@ def relative_extrinsics(extrinsics: np.ndarray) -> np.ndarray:
     return (homogeneous @ np.linalg.inv(homogeneous[0]))[:, :3].astype(np.float32)
 
 
-class SceneRecordError(ValueError):
+class SceneRecordError(IGGTError):
     """A scene folder that does not follow the format; the message names the first problem."""
 
 
