@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, checkpoint file, preset or Hub id (default: IGGT_CHECKPOINT, "
-                             "else the official 1B weights on a GPU machine with internet, else assets/iggt-small)")
+                             "else the official 1B weights on a GPU machine with internet, "
+                             "else the shipped iggt/weights/iggt-small)")
     parser.add_argument("--size", type=int, default=int(os.environ.get("IGGT_IMAGE_SIZE", "0")) or None,
                         help="long side of the model input in pixels, a multiple of 14 (default: the model's own)")
     parser.add_argument("--max-views", type=int, default=int(os.environ.get("IGGT_MAX_VIEWS", "32")),

@@ -1,16 +1,25 @@
-"""Seconds from "Reconstruct" to results in the web app, per stage, for the bundled example scenes.
+"""Seconds from "Reconstruct" to the result on screen in the web app, per stage, and what the 3D view weighs.
 
-Runs the app's own handler (`demo.handlers.Handlers.reconstruct`, the code behind the button and
-the ``/reconstruct`` endpoint) in this process, so the figures are the server's work without
-network or browser time. Each example is run once to warm up, then ``--repeats`` times; the
-table shows the median of every stage.
+Runs the app's own handlers in this process: `Handlers.reconstruct` (what the button runs; its
+return is what appears on the page) and then `Handlers.write_downloads` (the download files, written
+after the result is shown). So the figures are the server's work without network or browser time;
+``--browser`` adds the time the page itself takes, measured in Chromium from the click on
+"Reconstruct" to the 3D view drawn (it starts the real app with the same model).
 
-    python benchmarks/app_latency.py                          # shipped small model
-    python benchmarks/app_latency.py --checkpoint tiny --size 112
+Stages: loading (decode photos), model, clustering (with structure detection), display (3D view
+data, instance pictures at photo resolution, depth pictures, table); "result" is their sum, the
+time until the page can show everything; downloads (GLB x3, PLY, masks at photo resolution,
+COLMAP, scene file) come after. "3D view" is the size of the viewer's data on the wire.
+
+    python benchmarks/app_latency.py                                   # bundled examples, shipped model
+    python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --repeats 3
+    python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --size 224
+    python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --browser
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -20,58 +29,102 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from demo.handlers import Display, Handlers, Limits  # noqa: E402
+from demo.handlers import ALL_FRAMES, Display, Handlers, Limits  # noqa: E402
 from demo.services import ModelService  # noqa: E402
 from demo.session import Session  # noqa: E402
 from demo.ui import bundled_examples  # noqa: E402
+from iggt.views import IMAGE_EXTENSIONS  # noqa: E402
 
-STAGES = ("loading", "model", "clustering", "export")
+STAGES = ("loading", "model", "clustering", "display")
 
 
-def run_once(handlers: Handlers, example: str, clustering: str) -> tuple[dict[str, float], int]:
-    """Stage timings of one reconstruction of ``example`` and its number of views."""
+def run_once(handlers: Handlers, inputs: list[str] | str, clustering: str,
+             size: int | None) -> tuple[dict[str, float], int, int]:
+    """Stage timings of one reconstruction, its number of views and the 3D view's size in bytes."""
     session = Session()
     try:
-        defaults = Display()
-        handlers.reconstruct(None, None, 12, example, clustering, defaults.color_mode, defaults.conf_percentile,
-                             defaults.show_cameras, defaults.drop_background, session,
-                             progress=lambda *args, **kwargs: None)
-        return dict(session.timings), session.scene.num_views
+        d = Display()
+        files, example = (inputs, "") if isinstance(inputs, list) else (None, inputs)
+        outputs = handlers.reconstruct(files, None, 12, example, clustering, d.color_mode, d.conf_percentile,
+                                       d.show_cameras, d.drop_background, d.geometry, ALL_FRAMES, d.show_structure,
+                                       list(d.filters), size, session, progress=lambda *args, **kwargs: None)
+        viewer_bytes = len(json.dumps(outputs[1]))
+        handlers.write_downloads(session)
+        return dict(session.timings), session.scene.num_views, viewer_bytes
     finally:
         session.close()
+
+
+def browser_seconds(inputs: list[str], checkpoint: str | None, repeats: int) -> list[float]:
+    """Seconds from the click on Reconstruct to the 3D view drawn, in Chromium, on the real app."""
+    from playwright.sync_api import sync_playwright
+
+    from tools.app_page import CHROMIUM, CHROMIUM_ARGS
+    from tools.app_server import running_app
+    import tempfile
+
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp, running_app(Path(tmp), checkpoint) as app, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.locator("#upload input[type=file]").set_input_files(inputs)
+        page.wait_for_timeout(2000)
+        for run in range(repeats + 1):  # the first run warms up
+            page.evaluate("() => { const c = document.querySelector('#viewer canvas'); if (c) delete c.dataset.points; }")
+            start = time.perf_counter()
+            page.locator("#reconstruct").click()
+            page.wait_for_selector("#viewer canvas[data-points]", timeout=120_000)
+            if run:
+                seconds.append(time.perf_counter() - start)
+            page.locator("#status").get_by_text("downloads ready").wait_for(timeout=120_000)
+        browser.close()
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="as for app.py (default: the app's own choice)")
     parser.add_argument("--size", type=int, default=None, help="long side of the model input (default: the model's)")
-    parser.add_argument("--examples", nargs="*", default=None, help="example folder names (default: all)")
-    parser.add_argument("--clustering", default="large", choices=("small", "medium", "large", "none"))
+    parser.add_argument("--examples", nargs="*", default=None, help="example folder names (default: all, "
+                                                                    "unless --photos is given)")
+    parser.add_argument("--photos", nargs="*", default=[], help="folders of photos to reconstruct")
+    parser.add_argument("--clustering", default="small", choices=("small", "medium", "large", "none"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--browser", action="store_true", help="also measure click-to-3D-view in Chromium")
     args = parser.parse_args()
 
-    models = ModelService(args.checkpoint, size=args.size)
+    models = ModelService(args.checkpoint)
     models.load()
     examples = bundled_examples()
-    names = args.examples or list(examples)
+    cases: dict[str, list[str] | str] = {
+        Path(folder).name: sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for folder in args.photos}
+    for name in args.examples if args.examples is not None else ([] if args.photos else list(examples)):
+        cases[name] = name
     handlers = Handlers(models, examples, Limits())
+    size = args.size or models.load().size
     print(f"model: {models.info.title}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"device {models.load().device}; clustering {args.clustering}; median of {args.repeats}")
-    header = f"{'example':<22}{'views':>6}{'size':>10}" + "".join(f"{s:>12}" for s in STAGES) + f"{'total':>10}"
+          f"device {models.load().device}; clustering {args.clustering}; input {size} px; median of {args.repeats}")
+    columns = (*STAGES, "result", "downloads")
+    header = f"{'scene':<20}{'views':>6}" + "".join(f"{c:>12}" for c in columns) + f"{'3D view':>10}"
     print(header)
     print("-" * len(header))
-    for name in names:
-        run_once(handlers, name, args.clustering)  # warm-up: first-call costs (allocations, caches)
-        runs = []
+    for name, inputs in cases.items():
+        run_once(handlers, inputs, args.clustering, size)  # warm-up: first-call costs (allocations, caches)
+        runs, views, viewer_bytes = [], 0, 0
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            timings, views = run_once(handlers, name, args.clustering)
-            timings["total"] = time.perf_counter() - start
+            timings, views, viewer_bytes = run_once(handlers, inputs, args.clustering, size)
+            timings["result"] = sum(timings[s] for s in STAGES)
             runs.append(timings)
-        median = {key: statistics.median(run[key] for run in runs) for key in (*STAGES, "total")}
-        size = f"{handlers.models.load().size}px"
-        print(f"{name:<22}{views:>6}{size:>10}" + "".join(f"{median[s]:>11.2f}s" for s in STAGES)
-              + f"{median['total']:>9.2f}s")
+        median = {key: statistics.median(run[key] for run in runs) for key in columns}
+        print(f"{name:<20}{views:>6}" + "".join(f"{median[c]:>11.2f}s" for c in columns)
+              + f"{viewer_bytes / 1e6:>8.2f}MB")
+        if args.browser and isinstance(inputs, list):
+            clicks = browser_seconds(inputs, args.checkpoint, args.repeats)
+            print(f"{'':<20}in Chromium, click to 3D view drawn: median {statistics.median(clicks):.2f} s "
+                  f"({', '.join(f'{s:.2f}' for s in clicks)})")
 
 
 if __name__ == "__main__":

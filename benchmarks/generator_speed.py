@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from iggt.training.scene_format import save_scene_record
-from iggt.training.synthetic import GeneratorConfig, generate_scene
+from iggt.data.scene_format import save_scene_record
+from iggt.data.synthetic import GeneratorConfig, generate_scene
 
 
 def measure(config: GeneratorConfig, scenes: int) -> tuple[float, float, list]:

@@ -1,7 +1,7 @@
 """Grounding benchmark: accuracy, VLM calls per question and time spent outside the VLM.
 
 Answers the questions of `grounding.evaluation.make_questions` on generated scenes in verify
-and agent mode. By default the VLM is the seeing test server (tests/vlm_test_server.py,
+and agent mode. By default the VLM is the seeing test server (grounding/vlm/seeing_server.py,
 started in-process); ``--base-url``/``--model`` point it at a real OpenAI-compatible server
 instead (API key from OPENAI_API_KEY). Answers are cached per scene within a mode (as in an
 app session), so later questions about a scene cost fewer VLM calls.
@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "tests")]
+sys.path.insert(0, str(REPOSITORY))
 
 from tqdm import tqdm  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     stop = None
     base_url = args.base_url
     if base_url is None:
-        from vlm_test_server import start_server
+        from grounding.vlm.seeing_server import start_server
         base_url, stop = start_server()
     # one backend (and answer cache) per mode, so neither mode profits from the other's answers
     backends = {mode: OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url)) for mode in args.modes}

@@ -42,7 +42,7 @@ def available_gb() -> float:
     return float("inf")
 
 
-def count_flops(args: argparse.Namespace) -> float:
+def count_flops(preset: str, views: int, height: int, width: int) -> float:
     """Floating-point operations of one forward, counted on the meta device (no memory, no compute)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -51,9 +51,9 @@ def count_flops(args: argparse.Namespace) -> float:
     from iggt.model.iggt import IGGT
 
     with torch.device("meta"):
-        model = IGGT(IGGTConfig.from_preset(args.worker)).eval()
+        model = IGGT(IGGTConfig.from_preset(preset)).eval()
         model.aggregator.restore_constants("meta")
-        images = torch.rand(args.views, 3, args.height, args.width)
+        images = torch.rand(views, 3, height, width)
     counter = FlopCounterMode(display=False)
     with counter:  # not under no_grad: the counter's module tracker needs autograd
         model(images)
@@ -70,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    flops = count_flops(args)
+    flops = count_flops(args.worker, args.views, args.height, args.width)
     torch.manual_seed(0)
     start = time.perf_counter()
     model = IGGT(IGGTConfig.from_preset(args.worker)).eval()

@@ -18,19 +18,29 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from demo.pictures import depth_pictures, instance_table, trace_markdown, view_overlays
+from demo.pictures import (answer_markdown, answer_pictures, depth_pictures, input_previews, instance_table,
+                           photo_at, trace_markdown, view_overlays)
 from demo.services import ModelService, VLMService
 from demo.session import Session
+from demo.viewer3d import viewer_value
 from grounding.agent import MODES, answer
-from iggt.export import export_all, export_glb
+from iggt.errors import IGGTError
+from iggt.export import PointCloudOptions, export_all, upsample_labels
 from iggt.instances import ClusteringConfig, segment_instances
+from iggt.scene import Scene
+from iggt.structure import mark_structure
 from iggt.views import InputError, load_views
 
 log = logging.getLogger(__name__)
 
 COLOR_MODES = {"RGB": "rgb", "Instances": "instance", "Feature PCA": "pca"}
-CLUSTERING_CHOICES = ("small", "medium", "large", "none")
-CLICK_VIEW_SIDE = 448
+GEOMETRIES = {"Depth + cameras": "depth", "Point map": "points"}
+"""VGGT's prediction modes: depth unprojected with the predicted cameras, or the point-map branch."""
+ALL_FRAMES = "All"
+FILTERS = ("Black background", "White background", "Sky")
+GALLERY_SIDE = 512
+"""Long side of the instance pictures in the gallery and of the view to click on (photo pixels)."""
+CLUSTERING_CHOICES = (*ClusteringConfig.PRESETS, "none")
 _DIRECTORIES = re.compile(r"(?<![\w:/.\-])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]")
 """Directory part of an absolute path inside a message (the file name after it is kept)."""
 
@@ -52,18 +62,44 @@ class Display:
     conf_percentile: float = 2.0
     show_cameras: bool = True
     drop_background: bool = True
+    geometry: str = next(iter(GEOMETRIES))
+    frame: str = ALL_FRAMES
+    """`ALL_FRAMES`, or one view as "N" or "N: name" (N from 1)."""
+    show_structure: bool = True
+    filters: tuple[str, ...] = ()
 
     @classmethod
-    def from_widgets(cls, color_mode, conf_percentile, show_cameras, drop_background) -> "Display":
+    def from_widgets(cls, color_mode, conf_percentile, show_cameras, drop_background, geometry=None, frame=None,
+                     show_structure=True, filters=()) -> "Display":
         if color_mode not in COLOR_MODES:
             raise InputError(f"Unknown colouring '{color_mode}': choose one of {', '.join(COLOR_MODES)}.")
+        geometry = geometry or cls.geometry
+        if geometry not in GEOMETRIES:
+            raise InputError(f"Unknown prediction mode '{geometry}': choose one of {', '.join(GEOMETRIES)}.")
+        unknown = [f for f in filters or () if f not in FILTERS]
+        if unknown:
+            raise InputError(f"Unknown filter '{unknown[0]}': choose from {', '.join(FILTERS)}.")
+        frame = str(frame or ALL_FRAMES)
+        if frame != ALL_FRAMES and not re.match(r"\d+(:|$)", frame):
+            raise InputError(f"Unknown frame '{frame}': choose {ALL_FRAMES} or a view number.")
         return cls(color_mode, float(np.clip(float(conf_percentile or 0), 0, 99)), bool(show_cameras),
-                   bool(drop_background))
+                   bool(drop_background), geometry, frame, bool(show_structure), tuple(filters or ()))
 
-
-def click_view_factor(image_size: tuple[int, int]) -> int:
-    """How many times the clickable view is enlarged: its long side reaches about `CLICK_VIEW_SIDE` pixels."""
-    return max(1, round(CLICK_VIEW_SIDE / max(image_size)))
+    def options(self, scene: Scene, highlight: list[int]) -> PointCloudOptions:
+        """The point selection this display asks for."""
+        has_instances = scene.instances is not None
+        color_mode = COLOR_MODES[self.color_mode]
+        if color_mode == "instance" and not has_instances:
+            color_mode = "rgb"
+        views = None
+        if self.frame != ALL_FRAMES:
+            views = [int(np.clip(int(self.frame.split(":")[0]) - 1, 0, scene.num_views - 1))]
+        return PointCloudOptions(color_mode=color_mode, geometry=GEOMETRIES[self.geometry],
+                                 conf_percentile=self.conf_percentile,
+                                 drop_background=self.drop_background and has_instances,
+                                 drop_structure=not self.show_structure, views=views, highlight=highlight or None,
+                                 drop_black=FILTERS[0] in self.filters, drop_white=FILTERS[1] in self.filters,
+                                 drop_sky=FILTERS[2] in self.filters)
 
 
 def without_paths(message: str) -> str:
@@ -76,8 +112,14 @@ def _shown(message: str) -> gr.Error:
     return gr.Error(without_paths(message), print_exception=False)
 
 
+SOFTWARE_FAULT = ("The app failed on its side: this is a fault of the software, not of your input. "
+                  "The details are in the server log.")
+
+
 def user_errors(handler: Callable) -> Callable:
-    """Show known failures as their message and unknown ones as a short notice (details in the log)."""
+    """The error boundary: the project's own errors (`IGGTError`, about the user's input or settings)
+    are shown as their message; anything else is a bug, logged with its traceback and shown as one
+    short line that says so."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
@@ -85,13 +127,33 @@ def user_errors(handler: Callable) -> Callable:
             return handler(*args, **kwargs)
         except gr.Error as err:
             raise _shown(str(err.message)) from None
-        except (InputError, ValueError) as err:
+        except IGGTError as err:
             raise _shown(str(err)) from None
         except Exception:
             log.exception("handler %s failed", handler.__name__)
-            raise _shown("Something went wrong on the server while doing this. Please try again.") from None
+            raise _shown(SOFTWARE_FAULT) from None
 
     return wrapper
+
+
+def shown_in(slot: int, outputs: int, heading: str) -> Callable[[Callable], Callable]:
+    """For the page: a handler whose failure becomes a lasting message in output ``slot`` (the status
+    or the answer) while every other output keeps what it showed, instead of a toast that fades and
+    "Error" badges over every panel. The API endpoints keep raising, so clients get an exception."""
+
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except gr.Error as err:
+                values = [gr.skip()] * outputs
+                values[slot] = f"⚠️ **{heading}** {err.message}"
+                return tuple(values)
+
+        return wrapper
+
+    return decorate
 
 
 def _need_scene(session: Session | None) -> Session:
@@ -130,14 +192,30 @@ class Handlers:
         return paths
 
     @user_errors
+    def preview(self, files: list[str] | None, example: str | None):
+        """Thumbnails of the chosen photos (or example) before reconstructing, with their count; a file
+        that is not a usable photo is shown as a grey tile that says why."""
+        paths = list(files or []) or [str(p) for p in self.examples.get(example or "", [])]
+        if not paths:
+            return gr.update(value=None, visible=False)
+        tiles, problems = input_previews(paths)
+        tiles = [(picture, without_paths(caption)) for picture, caption in tiles]
+        label = f"{len(paths)} photo" + ("s" if len(paths) > 1 else "") + " to reconstruct"
+        if problems:
+            label += f" ({len(problems)} cannot be used: {without_paths(problems[0])})"
+        return gr.update(value=tiles, label=label, visible=True)
+
+    @user_errors
     def reconstruct(self, files, video, video_frames, example, clustering, color_mode, conf_percentile,
-                    show_cameras, drop_background, session: Session | None, progress=gr.Progress()):
+                    show_cameras, drop_background, geometry, frame, show_structure, filters, input_size,
+                    session: Session | None, progress=gr.Progress()):
         """Photos, a video or an example scene -> 3D scene, instances, pictures and downloads."""
         paths = self._input_paths(files, video, example)
         if clustering not in CLUSTERING_CHOICES:
             raise InputError(f"Unknown clustering preset '{clustering}': choose one of "
                              f"{', '.join(CLUSTERING_CHOICES)}.")
-        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background)
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
         session = session or Session()
         timings: dict[str, float] = {}
 
@@ -149,65 +227,88 @@ class Handlers:
 
         progress(0.1, desc=f"Running the model on {len(views)} views")
         start = time.perf_counter()
-        scene = self.models.reconstruct(views, progress=lambda f, msg: progress(0.1 + 0.6 * f, desc=f"Model: {msg}"))
+        scene = self.models.reconstruct(views, progress=lambda f, msg: progress(0.1 + 0.6 * f, desc=f"Model: {msg}"),
+                                        size=self.models.checked_size(input_size))
         timings["model"] = time.perf_counter() - start
 
         progress(0.7, desc="Clustering instances")
         start = time.perf_counter()
         if clustering != "none":
             scene = scene.with_instances(segment_instances(scene, ClusteringConfig.from_preset(clustering)))
+            scene = scene.with_instances(mark_structure(scene))
         timings["clustering"] = time.perf_counter() - start
 
-        progress(0.85, desc="Exporting (3D view, pictures, downloads)")
+        progress(0.85, desc="Drawing the 3D view and pictures")
         start = time.perf_counter()
-        session.new_scene(scene)
-        glb, overlays, depths, table = self._render_all(session, display)
-        downloads = self._downloads(session)
-        timings["export"] = time.perf_counter() - start
+        session.new_scene(scene, [view.image for view in views])
+        viewer, overlays, depths, table = self._render_all(session, display)
+        timings["display"] = time.perf_counter() - start
         session.timings = timings
-        return (self._status(session), glb, overlays, depths, table, downloads,
-                gr.update(maximum=max(scene.num_views, 2), value=1, interactive=scene.num_views > 1),
-                self._view_picture(session, 0), "", session)
+        names = [f"{i + 1}: {name}" for i, name in enumerate(scene.view_names or [""] * scene.num_views)]
+        return (self._status(session, "preparing the downloads…"), viewer, overlays, depths, table, None,
+                gr.update(maximum=max(scene.num_views, 2), value=1, interactive=scene.num_views > 1,
+                          visible=scene.num_views > 1),
+                self._view_picture(session, 0), "", gr.update(choices=[ALL_FRAMES, *names], value=ALL_FRAMES),
+                session)
 
-    def _status(self, session: Session) -> str:
+    @user_errors
+    def write_downloads(self, session: Session | None):
+        """After the result is on screen: the files to download (GLB, PLY, masks, COLMAP, scene)."""
+        if session is None or session.scene is None or not session.downloads_pending:
+            return gr.skip(), gr.skip()
+        start = time.perf_counter()
+        files = self._downloads(session)
+        session.timings["downloads"] = time.perf_counter() - start
+        session.downloads_pending = False
+        return files, self._status(session, "downloads ready.")
+
+    @functools.wraps(reconstruct)  # the same parameters: the API documents them from this signature
+    def reconstruct_for_api(self, *args, **kwargs):
+        # `reconstruct` with the downloads written before returning: API clients get every file in one call.
+        *outputs, session = self.reconstruct(*args, **kwargs)
+        files, status = self.write_downloads(session)
+        outputs[0], outputs[5] = status, files
+        return (*outputs, session)
+
+    def _status(self, session: Session, downloads: str) -> str:
         scene = session.scene
         found = (f"**{scene.instances.count} instances**" if scene.instances is not None
                  else "instances not clustered")
         stages = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in session.timings.items())
-        return (f"Done: **{scene.num_views} views** at {scene.image_size[1]}x{scene.image_size[0]} px, {found}. "
-                f"Time: {stages} (total {sum(session.timings.values()):.1f} s). Model: {self.models.info.title}.")
+        views = f"{scene.num_views} view" + ("s" if scene.num_views > 1 else "")
+        structure = (f" ({sum(i.structure for i in scene.instances.info)} of them structure: floor, walls, planes)"
+                     if scene.instances is not None else "")
+        return (f"Done: **{views}** at {scene.image_size[1]}x{scene.image_size[0]} px, {found}{structure}. "
+                f"Time: {stages}. Model: {self.models.info.title}. Downloads: {downloads}")
+
+    @staticmethod
+    def _viewer(session: Session, display: Display) -> dict:
+        """What the 3D view draws (`demo.viewer3d`)."""
+        options = display.options(session.scene, session.highlighted)
+        return viewer_value(session.scene, options, display.show_cameras, session.highlighted)
 
     def _render_all(self, session: Session, display: Display):
         """The 3D view, the overlay and depth galleries and the instance table for the current state."""
         scene = session.scene
-        has_instances = scene.instances is not None
-        color_mode = COLOR_MODES[display.color_mode]
-        if color_mode == "instance" and not has_instances:
-            color_mode = "rgb"
-        glb = export_glb(scene, session.output_dir("viewer") / "scene.glb", color_mode=color_mode,
-                         conf_percentile=display.conf_percentile, show_cameras=display.show_cameras,
-                         drop_background=display.drop_background and has_instances,
-                         highlight=session.highlighted or None)
         names = scene.view_names or [f"view {i + 1}" for i in range(scene.num_views)]
         overlays = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
                     enumerate(zip(self._view_pictures(session), names))]
         depths = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
                   enumerate(zip(depth_pictures(scene), names))]
-        return str(glb), overlays, depths, instance_table(scene, session.highlighted)
+        return self._viewer(session, display), overlays, depths, instance_table(scene, session.highlighted)
 
     @staticmethod
-    def _view_pictures(session: Session) -> list[np.ndarray]:
-        """Every view with its instances (only the highlighted ones when any), or the plain photos."""
-        scene = session.scene
-        if scene.instances is None:
-            return [np.round(np.clip(image, 0, 1) * 255).astype(np.uint8) for image in scene.images]
-        return view_overlays(scene, session.highlighted or None)
+    def _view_pictures(session: Session, views: list[int] | None = None) -> list[np.ndarray]:
+        """Views with their instances (only the highlighted ones when any) drawn on the photos, masks at
+        the photos' resolution (long side `GALLERY_SIDE`); the plain photos when there are no instances."""
+        views = range(session.scene.num_views) if views is None else views
+        if session.scene.instances is None:
+            return [np.asarray(photo_at(session.photos[v], GALLERY_SIDE)) for v in views]
+        return view_overlays(session.scene, session.highlighted or None, session.photos, GALLERY_SIDE, views)
 
     def _view_picture(self, session: Session, index: int) -> np.ndarray:
-        """One view for clicking, enlarged by a whole factor so small model inputs are easy to hit."""
-        picture = self._view_pictures(session)[index]
-        factor = click_view_factor(session.scene.image_size)
-        return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
+        """One view for clicking, drawn on its photo."""
+        return self._view_pictures(session, [index])[0]
 
     def _downloads(self, session: Session) -> list[str]:
         out = session.output_dir("downloads")
@@ -224,13 +325,14 @@ class Handlers:
         return files
 
     @user_errors
-    def rerender(self, color_mode, conf_percentile, show_cameras, drop_background, session: Session | None):
+    def rerender(self, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame, show_structure,
+                 filters, session: Session | None):
         """New 3D view with other display options, without running the model again."""
         if session is None or session.scene is None:
             return gr.skip()
-        glb, *_ = self._render_all(session, Display.from_widgets(color_mode, conf_percentile, show_cameras,
-                                                                 drop_background))
-        return glb
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        return self._viewer(session, display)
 
     # -- selection -----------------------------------------------------------------------
     def _view_index(self, session: Session, view_number) -> int:
@@ -244,18 +346,17 @@ class Handlers:
         return self._view_picture(session, self._view_index(session, view_number))
 
     @user_errors
-    def click(self, view_number, color_mode, conf_percentile, show_cameras, drop_background,
-              session: Session | None, evt: gr.SelectData):
+    def click(self, view_number, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+              show_structure, filters, session: Session | None, evt: gr.SelectData):
         """A click on a view selects the instance under the pointer in every view and in 3D."""
         session = _need_scene(session)
         scene = session.scene
         if scene.instances is None:
             raise gr.Error("This scene has no instances (clustering was off).")
         view = self._view_index(session, view_number)
-        height, width = scene.image_size
-        factor = click_view_factor(scene.image_size)
-        x, y = (int(v) // factor for v in evt.index)
-        label = int(scene.instances.labels[view, np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)])
+        labels = upsample_labels(scene, view, photo_at(session.photos[view], GALLERY_SIDE).size[::-1])
+        x, y = (int(v) for v in evt.index)
+        label = int(labels[np.clip(y, 0, labels.shape[0] - 1), np.clip(x, 0, labels.shape[1] - 1)])
         session.highlighted = [label] if label >= 0 else []
         if label >= 0:
             info = scene.instances.info[label]
@@ -263,14 +364,16 @@ class Handlers:
                        + f", seen in {len(info.views)} of {scene.num_views} views.")
         else:
             message = "That pixel belongs to no instance: selection cleared."
-        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background)
-        glb, overlays, _, table = self._render_all(session, display)
-        return message, glb, overlays, table, self._view_picture(session, view), session
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        viewer, overlays, _, table = self._render_all(session, display)
+        return message, viewer, overlays, table, self._view_picture(session, view), session
 
     # -- questions -----------------------------------------------------------------------
     @user_errors
     def ask(self, question, backend_choice, base_url, model_name, api_key, mode, color_mode, conf_percentile,
-            show_cameras, drop_background, session: Session | None, progress=gr.Progress()):
+            show_cameras, drop_background, geometry, frame, show_structure, filters, session: Session | None,
+            progress=gr.Progress()):
         """Answer a question with the chosen VLM; highlight the instances the answer refers to."""
         session = _need_scene(session)
         if not (question or "").strip():
@@ -279,7 +382,8 @@ class Handlers:
             raise gr.Error("This scene has no instances to ask about.")
         if mode not in MODES:
             raise gr.Error(f"Unknown mode '{mode}': choose one of {', '.join(MODES)}.")
-        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background)
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
         progress(0.0, desc="Connecting to the VLM")
         backend = self.vlms.backend(backend_choice, base_url=(base_url or "").strip() or None,
                                     model=(model_name or "").strip() or None, api_key=(api_key or "").strip() or None)
@@ -288,10 +392,6 @@ class Handlers:
         if any(step.kind == "naming" and not step.detail.get("notes") for step in result.trace):
             session.scene = result.scene  # the agent named every instance: show the names in the table
         session.highlighted = list(result.instance_ids)
-        glb, overlays, _, table = self._render_all(session, display)
-        ids = ", ".join(str(i) for i in result.instance_ids) or "none"
-        failed = sum(step.kind == "error" for step in result.trace)
-        warning = (f"\n\n⚠️ {failed} request(s) to the VLM failed (see the trace): the answer may be incomplete."
-                   if failed else "")
-        return (f"**{result.text}**\n\nInstances: {ids}{warning}", glb, overlays, table, trace_markdown(result),
-                session)
+        viewer, overlays, _, table = self._render_all(session, display)
+        return (answer_markdown(result, backend.name), viewer, overlays, table, trace_markdown(result),
+                answer_pictures(result, overlays), session)

@@ -6,18 +6,48 @@ app and the command line draw the same thing.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from PIL import Image
 
 from grounding.agent import Answer
 from iggt.export import instance_overlays
 from iggt.scene import Scene
+from iggt.views import InputError, load_views
+
+PREVIEW_SIDE = 320
+"""Long side of an input thumbnail, in pixels (JPEGs are decoded at about this size, so it is quick)."""
+UNREADABLE_TILE = np.full((240, 320, 3), 205, np.uint8)
+"""Stands in for a file that is not a usable photo; its caption says why."""
 
 
-def view_overlays(scene: Scene, highlight: list[int] | None = None) -> list[np.ndarray]:
-    """Per-view uint8 images with instance colours (only `highlight` ids when given)."""
-    return instance_overlays(scene, highlight=highlight)
+def input_previews(paths: list[str]) -> tuple[list[tuple[Image.Image | np.ndarray, str]], list[str]]:
+    """A thumbnail per photo (the first frame of a video) captioned with its file name, and the
+    problems: a file that cannot be used gets a grey tile, first, with a caption that says why."""
+    tiles, unusable, problems = [], [], []
+    for path in paths:
+        try:
+            view = load_views([path], max_views=1, max_frames=1, max_side=PREVIEW_SIDE)[0]
+            tiles.append((view.image, Path(path).name))
+        except InputError as err:
+            unusable.append((UNREADABLE_TILE, f"⚠️ {err}"))
+            problems.append(str(err))
+    return unusable + tiles, problems
+
+
+def view_overlays(scene: Scene, highlight: list[int] | None, photos: list[Image.Image], side: int,
+                  views: list[int] | None = None) -> list[np.ndarray]:
+    """Per-view uint8 pictures: the photos (long side ``side``) with instance colours (only `highlight`
+    ids when given), the masks upsampled to that resolution."""
+    return instance_overlays(scene, highlight=highlight, photos=photos, max_side=side, views=views)
+
+
+def photo_at(photo: Image.Image, side: int) -> Image.Image:
+    """The photo scaled so its long side is at most ``side`` (the size `view_overlays` draws at)."""
+    scale = min(1.0, side / max(photo.size))
+    return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
 
 
 def depth_pictures(scene: Scene) -> list[np.ndarray]:
@@ -31,24 +61,54 @@ def depth_pictures(scene: Scene) -> list[np.ndarray]:
     return [(colormaps["turbo"](1.0 - d)[..., :3] * 255).astype(np.uint8) for d in scaled]
 
 
+STRUCTURE_TAG = " <small title='floor, wall or another large plane (iggt.structure)'>structure</small>"
+
+
 def instance_table(scene: Scene, highlight: list[int] | None = None) -> str:
     """An HTML table: colour swatch, id, name, views it appears in, pixels and 3D size."""
     if scene.instances is None or scene.instances.count == 0:
         return "<p>No instances found.</p>"
     chosen = set(highlight or [])
+    named = any(info.name for info in scene.instances.info)  # names come from an agent question
     rows = []
     for info in scene.instances.info:
         swatch = "#%02x%02x%02x" % tuple(info.color)
-        views = ",".join(str(v + 1) for v in sorted(info.views))
-        size = "×".join(f"{s:.2f}" for s in info.size)
+        views = ", ".join(str(v + 1) for v in sorted(info.views))
+        size = " × ".join(f"{s:.2f}" for s in info.size)
         style = ' style="font-weight:bold;background:#fff3c4"' if info.id in chosen else ""
+        name = f"<td>{html.escape(info.name or '')}</td>" if named else ""
         rows.append(
             f"<tr{style}><td><span style='display:inline-block;width:1.2em;height:1.2em;"
-            f"background:{swatch};border:1px solid #555'></span></td><td>{info.id}</td>"
-            f"<td>{html.escape(info.name or '')}</td><td>{views}</td><td>{info.pixel_count}</td><td>{size}</td></tr>")
-    header = "<tr><th></th><th>id</th><th>name</th><th>views</th><th>pixels</th><th>size (scene units)</th></tr>"
-    return (f"<div style='max-height:460px;overflow:auto'><table class='instance-table' style='font-size:0.85em;width:100%'>"
+            f"background:{swatch};border:1px solid #555'></span>{STRUCTURE_TAG if info.structure else ''}</td>"
+            f"<td>{info.id}</td>"
+            f"{name}<td>{views}</td><td>{info.pixel_count}</td><td>{size}</td></tr>")
+    header = ("<tr><th></th><th>id</th>" + ("<th>name</th>" if named else "")
+              + "<th>views</th><th>pixels</th><th>size</th></tr>")
+    return (f"<div style='max-height:460px;overflow:auto;max-width:100%'>"
+            f"<table class='instance-table' style='font-size:0.85em;width:100%;table-layout:auto'>"
             f"{header}{''.join(rows)}</table></div>")
+
+
+def _instance_label(instance_id: int, name: str | None) -> str:
+    return f"#{instance_id} {name}" if name else f"#{instance_id}"
+
+
+def answer_markdown(answer: Answer, vlm_name: str) -> str:
+    """The answer, then the instances it refers to by id and name, and which VLM gave it."""
+    found = ", ".join(_instance_label(k, answer.instance_names.get(k)) for k in answer.instance_ids) or "none"
+    return f"**{answer.text}**\n\nInstances: {found}\n\n<small>Answered by {vlm_name} in {answer.mode} mode.</small>"
+
+
+def answer_pictures(answer: Answer, overlays: list[tuple[np.ndarray, str]], max_views: int = 2
+                    ) -> list[tuple[np.ndarray, str]]:
+    """The views that show the answered instances best, from ``overlays`` (the views with the answer
+    highlighted), captioned with the instances by id and name."""
+    if not answer.instance_ids or answer.scene is None:
+        return []
+    shown = np.isin(answer.scene.instances.labels, answer.instance_ids).sum(axis=(1, 2))
+    best = [int(v) for v in np.argsort(-shown, kind="stable")[:max_views] if shown[v] > 0]
+    named = ", ".join(_instance_label(k, answer.instance_names.get(k)) for k in answer.instance_ids)
+    return [(overlays[v][0], f"{named} in view {v + 1}") for v in best]
 
 
 def trace_markdown(answer: Answer) -> str:

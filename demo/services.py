@@ -4,11 +4,12 @@ Model, in order of choice:
 1. the checkpoint given with ``--checkpoint`` or ``IGGT_CHECKPOINT`` (a folder, a file, a preset
    name or a Hub repo id), when set;
 2. the official 1B weights from the Hugging Face Hub, on a Space or a CUDA machine that is online;
-3. the small model shipped in ``assets/iggt-small``, trained on synthetic scenes.
+3. the small model shipped in ``iggt/weights/iggt-small``, trained on synthetic scenes.
 If the 1B weights cannot be fetched the app falls back to the small model and says so.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -19,16 +20,21 @@ from pathlib import Path
 import torch
 
 from grounding.vlm import VLM, make_backend
-from grounding.vlm.openai_backend import API_KEY_ENV
+from grounding.vlm.openai_backend import API_KEY_ENV, VLMUnavailable, served_models
+from iggt.errors import IGGTError
+from iggt.checkpoints import OFFICIAL_REPO_ID as OFFICIAL_REPO, CheckpointError, hub_offline
 from iggt.model.iggt import IGGT
-from iggt.reconstruct import Reconstructor, describe_model, parameter_millions
+from iggt.progress import Progress
+from iggt.reconstruct import DEFAULT_CHECKPOINT as SHIPPED_MODEL, Reconstructor, describe_model, parameter_millions
 from iggt.scene import Scene
 
 log = logging.getLogger(__name__)
 
+SIZE_FACTORS = (1.5, 2.0, 3.0)
+"""Input sizes offered besides the model's own, as multiples of its training size."""
+MAX_INPUT_SIZE = 518
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = REPO_ROOT / "assets" / "iggt-small"
-OFFICIAL_REPO = "lifuguan/IGGT_official"
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class ModelInfo:
 
 
 def _wants_official_weights() -> bool:
-    online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false")
+    online = not hub_offline()
     on_space = bool(os.environ.get("SPACE_ID"))
     return online and (on_space or torch.cuda.is_available())
 
@@ -69,8 +75,25 @@ def describe(spec: str, model: IGGT) -> ModelInfo:
     if getattr(model, "load_report", None) is None:
         return ModelInfo(f"{describe_model(model)} with RANDOM weights",
                          "No checkpoint was loaded: results are meaningless (for testing the app only).")
-    return ModelInfo(f"{describe_model(model)} from {Path(spec).name or spec}",
-                     "Checkpoint chosen with --checkpoint / IGGT_CHECKPOINT.")
+    note = "Checkpoint chosen with --checkpoint / IGGT_CHECKPOINT."
+    differences = model.load_report.warnings()
+    if differences:  # loaded as the release loads it, but the user should know what differed
+        note += f" Loaded with {len(differences)} harmless differences from the model: " + _first(differences)
+    return ModelInfo(f"{describe_model(model)} from {Path(spec).name or spec}", note)
+
+
+def _first(lines: list[str], count: int = 3) -> str:
+    return "; ".join(lines[:count]) + (f"; and {len(lines) - count} more (see the server log)." if len(lines) > count
+                                        else ".")
+
+
+def _why_not_loaded(error: Exception) -> str:
+    """A short reason for the banner, without file system paths."""
+    if isinstance(error, CheckpointError) and error.problems:
+        return f"{len(error.problems)} entries do not fit: " + _first(error.problems)
+    if isinstance(error, CheckpointError) and "Hugging Face Hub" in str(error):
+        return "the Hugging Face Hub could not be reached and the weights are not cached."
+    return f"{type(error).__name__} (details in the server log)."
 
 
 class ModelService:
@@ -94,13 +117,49 @@ class ModelService:
         self._run = decorator(self._run_model)
         self._wrapped = True
 
-    def reconstruct(self, views, progress: Callable[[float, str], None] | None = None) -> Scene:
-        """Views -> Scene (no instances yet). A wrapped call gets no progress callback: it may run in
-        another process, where the page's callback cannot follow."""
-        return self._run(views, None if self._wrapped else progress)
+    def reconstruct(self, views, progress: Progress | None = None, size: int | None = None) -> Scene:
+        """Views -> Scene (no instances yet), at input ``size`` (default: the service's). A wrapped call
+        gets no progress callback: it may run in another process, where the page's callback cannot follow."""
+        return self._run(views, None if self._wrapped else progress, size)
 
-    def _run_model(self, views, progress=None) -> Scene:
-        return self.load()(views, progress=progress)
+    def _run_model(self, views, progress=None, size: int | None = None) -> Scene:
+        reconstructor = self.load()
+        if size is not None and size != reconstructor.size:
+            reconstructor = copy.copy(reconstructor)  # the same model, another input size, for this call only
+            reconstructor.size = size
+        return reconstructor(views, progress=progress)
+
+    def size_choices(self) -> dict[str, int]:
+        """Input sizes the page offers, labelled with what they cost: the model's own size (and the one
+        chosen with ``--size``) and larger multiples of 14 up to `MAX_INPUT_SIZE`. The position table
+        is interpolated, so every multiple of the patch size works; beyond training size quality may vary."""
+        reconstructor = self.load()
+        trained = reconstructor.model.config.img_size
+        step = reconstructor.patch_size
+        sizes = sorted({reconstructor.size, trained,
+                        *(round(trained * f / step) * step for f in SIZE_FACTORS if trained * f <= MAX_INPUT_SIZE)})
+        labels = {}
+        for size in sizes:
+            cost = (size / reconstructor.size) ** 2
+            note = "default" if size == reconstructor.size else f"{cost:.1f}x the patches: {cost:.1f}x the time or more"
+            trained_note = ", trained size" if size == trained else ""
+            labels[f"{size} px ({note}{trained_note})"] = size
+        return labels
+
+    def checked_size(self, choice) -> int | None:
+        """The input size a widget value asks for (a label of `size_choices` or a number); None = the default."""
+        if choice in (None, ""):
+            return None
+        choices = self.size_choices()
+        size = choices.get(choice) if isinstance(choice, str) and choice in choices else None
+        if size is None:
+            try:
+                size = int(str(choice).split()[0])
+            except ValueError:
+                size = -1
+        if size not in choices.values():
+            raise IGGTError(f"Input size {choice} is not offered: choose one of {', '.join(map(str, choices.values()))}.")
+        return size
 
     def _candidates(self) -> list[str]:
         if self._requested:
@@ -116,31 +175,31 @@ class ModelService:
             return self._reconstructor
 
     def _load(self) -> Reconstructor:
-        from iggt.model.checkpoint import load_model
+        from iggt.loading import load_model
 
         errors = []
         for spec in self._candidates():
             if _is_shipped(spec) and not SHIPPED_MODEL.exists():
-                errors.append("the shipped small model assets/iggt-small is missing (choose a model with "
+                errors.append("the shipped small model iggt/weights/iggt-small is missing (choose a model with "
                               "--checkpoint or IGGT_CHECKPOINT: a folder, a checkpoint file, a preset or a Hub id)")
                 continue
             try:
                 model = load_model(spec)
             except Exception as err:  # try the next candidate; the log says which one failed and why
                 log.warning("could not load model %s: %s", spec, err)
-                errors.append(f"{spec}: {err}")
+                errors.append(_why_not_loaded(err))
                 continue
             info = describe(spec, model)
             if errors:
-                info = replace(info, note=info.note + " (The 1B weights could not be fetched.)")
+                info = replace(info, note=info.note + f" (The 1B weights were not used: {errors[0]})")
             self.info = info
             log.info("model loaded: %s", info.title)
             return Reconstructor(model, size=self._size, model_name=info.title)
         raise RuntimeError("No model could be loaded: " + "; ".join(errors))
 
 
-BACKENDS = {"OpenAI (GPT-4o)": "openai", "OpenAI-compatible server": "openai-compatible",
-            "Local Qwen2.5-VL": "qwen"}
+BACKEND_CHOICES = {"OpenAI (GPT-4o)": "openai", "OpenAI-compatible server": "openai-compatible",
+                   "Local Qwen2.5-VL": "qwen"}
 """Backend choices as the page names them -> kind."""
 
 
@@ -155,16 +214,29 @@ class VLMService:
         self._qwen: dict[str, VLM] = {}
 
     def backend(self, choice: str, *, base_url: str | None, model: str | None, api_key: str | None) -> VLM:
-        """The backend for one question; ValueError with a message for the page when it cannot be made."""
-        kind = BACKENDS.get(choice)
+        """The backend for one question; `IGGTError` with a message for the page when it cannot be made.
+
+        An OpenAI-compatible server is asked first which models it serves (``/v1/models``): that
+        fails within seconds when it is down, and without a model name the first one it lists is used.
+        """
+        kind = BACKEND_CHOICES.get(choice)
         if kind is None:
-            raise ValueError(f"Unknown VLM backend '{choice}': choose one of {', '.join(BACKENDS)}.")
+            raise IGGTError(f"Unknown VLM backend '{choice}': choose one of {', '.join(BACKEND_CHOICES)}.")
         if kind == "qwen":
             return self._qwen_backend(model)
         if kind == "openai-compatible" and not base_url:
-            raise ValueError("Enter the URL of the OpenAI-compatible server (e.g. http://localhost:8000/v1).")
+            raise IGGTError("Enter the URL of the OpenAI-compatible server (e.g. http://localhost:8000/v1).")
         if kind == "openai" and not (api_key or os.environ.get(API_KEY_ENV)):
-            raise ValueError("Enter your OpenAI API key (it is used for this question only and never stored).")
+            raise IGGTError("Enter your OpenAI API key (it is used for this question only and never stored).")
+        if kind == "openai-compatible":
+            try:
+                served = served_models(base_url, api_key)
+            except VLMUnavailable as err:
+                raise VLMUnavailable(f"The VLM failed: {err}.") from None
+            if not model and not served:
+                raise IGGTError(f"The server at {base_url} does not say which models it serves: enter the model "
+                                "name (e.g. Qwen/Qwen2.5-VL-7B-Instruct for vLLM, qwen2.5vl for Ollama).")
+            model = model or served[0]
         return make_backend("openai", model, base_url=base_url if kind == "openai-compatible" else None,
                             api_key=api_key)
 
@@ -178,7 +250,7 @@ class VLMService:
                     self._qwen[model_id] = make_backend("qwen", model_id)
                 except Exception as err:  # missing weights, no internet, out of memory: say so plainly
                     log.warning("could not load %s: %s", model_id, err)
-                    raise ValueError(f"The local model {model_id} could not be loaded: it needs its weights in "
+                    raise IGGTError(f"The local model {model_id} could not be loaded: it needs its weights in "
                                      "the Hugging Face cache (or internet access) and enough memory; "
                                      "a GPU is strongly advised.") from None
             return self._qwen[model_id]

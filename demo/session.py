@@ -13,7 +13,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from iggt.scene import Scene
+
+PHOTO_SIDE = 1024
 
 
 @functools.cache
@@ -32,10 +36,16 @@ class Session:
     scene: Scene | None = None
     timings: dict[str, float] = field(default_factory=dict)
     highlighted: list[int] = field(default_factory=list)
+    photos: list[Image.Image] = field(default_factory=list)
+    """The input pictures (long side at most `PHOTO_SIDE`), to draw masks at the photos' resolution."""
+    downloads_pending: bool = False
+    """The scene is shown but its download files are not written yet."""
 
-    def new_scene(self, scene: Scene) -> None:
+    def new_scene(self, scene: Scene, photos: list[Image.Image]) -> None:
         self.scene = scene
         self.highlighted = []
+        self.photos = [_shrunk(photo) for photo in photos]
+        self.downloads_pending = True
 
     def output_dir(self, name: str) -> Path:
         """A fresh folder inside this session's workdir (old outputs of that name are replaced)."""
@@ -46,6 +56,14 @@ class Session:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _shrunk(photo: Image.Image) -> Image.Image:
+    if max(photo.size) <= PHOTO_SIDE:
+        return photo
+    copy = photo.copy()
+    copy.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.BILINEAR)
+    return copy
 
 
 def close_session(session: Session | None) -> None:

@@ -20,11 +20,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from iggt.progress import Progress
 from iggt.scene import Scene
 
 from .highlight import HighlightConfig, highlight_instance, overview
@@ -33,8 +34,6 @@ from .spatial import ORDERS, RELATIONS, SceneGeometry, SpatialError, instance_ta
 from .vlm.base import VLM, Message, VLMAnswer, YesNo
 
 MODES = ("verify", "agent")
-Progress = Callable[[float, str], None]
-
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -120,6 +119,8 @@ class _MeteredVLM:
         self.max_concurrency = backend.max_concurrency
         self.calls = 0
         self.busy_seconds = 0.0
+        self.failures: list[str] = []
+        """Why each failed request failed (no reply at all: unreachable, timeout, HTTP error)."""
         self._active = 0
         self._since = 0.0
         self._lock = threading.Lock()
@@ -130,19 +131,23 @@ class _MeteredVLM:
                 self._since = time.perf_counter()
             self._active += 1
 
-    def _leave(self, counted: bool) -> None:
+    def _leave(self, counted: bool, error: str | None = None) -> None:
         with self._lock:
             self._active -= 1
             self.calls += counted
+            if error is not None:
+                self.failures.append(error)
             if self._active == 0:
                 self.busy_seconds += time.perf_counter() - self._since
 
     def ask(self, images, prompt, system=None, history=None) -> VLMAnswer:
         self._enter()
+        reply = None
         try:
-            return self.backend.ask(images, prompt, system, history)
+            reply = self.backend.ask(images, prompt, system, history)
+            return reply
         finally:
-            self._leave(True)
+            self._leave(True, reply.error if reply is not None else None)
 
     def yes_no(self, images, question, cache_key=None) -> YesNo:
         self._enter()
@@ -150,12 +155,33 @@ class _MeteredVLM:
         try:
             answer = self.backend.yes_no(images, question, cache_key)
             return answer
-        finally:
-            self._leave(answer is None or not answer.cached)
+        finally:  # an error with no reply text is a failed request; unclear replies are not
+            failed = answer is not None and answer.error is not None and not answer.raw_text
+            self._leave(answer is None or not answer.cached, answer.error if failed else None)
+
+
+def _lead_with_failures(text: str, vlm: _MeteredVLM) -> str:
+    """The answer, led by what failed: a VLM that did not reply is not a VLM that said no."""
+    failed = vlm.failures
+    if not failed:
+        return text
+    if len(failed) >= vlm.calls:
+        return f"The VLM failed: {failed[0]} ({len(failed)} of {vlm.calls} requests); no answer."
+    return f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): this answer may be incomplete. {text}"
 
 
 _TARGET_PREFIX = re.compile(r"^(please\s+)?(find|show( me)?|highlight|locate|where is|where are|which (object|one|"
                             r"objects|ones) (is|are)|what is|is there)\s+", re.IGNORECASE)
+
+
+_STRUCTURE_WORDS = re.compile(r"\b(floors?|ground|walls?|ceilings?|planes?|surfaces?|structures?|rooms?|"
+                              r"backgrounds?|sky|table ?tops?|countertops?)\b", re.IGNORECASE)
+
+
+def asks_about_structure(question: str) -> bool:
+    """Whether a question names floor, walls, ceiling, planes or the like: then the instances flagged as
+    structure (`iggt.structure`) are reasoned about too; otherwise only the objects are."""
+    return bool(_STRUCTURE_WORDS.search(question))
 
 
 def target_phrase(question: str) -> str:
@@ -245,6 +271,8 @@ class _Grounder:
         self.trace: list[TraceStep] = []
         self._highlights: dict[int, Image.Image] = {}
         self.geometry = SceneGeometry.from_scene(scene)
+        self.ids = list(range(scene.instances.count))
+        """The instances reasoned about: every one, or the objects only (`answer` leaves structure out)."""
 
     def highlight(self, instance_id: int) -> Image.Image:
         if instance_id not in self._highlights:
@@ -276,8 +304,8 @@ class _Grounder:
     def verify(self, question: str) -> tuple[str, list[int], dict[int, float]]:
         target = target_phrase(question)
         prompt = check_question(target)
-        self.progress(0.1, f"checking {self.scene.instances.count} instances")
-        answers = self.check(list(range(self.scene.instances.count)), prompt)
+        self.progress(0.1, f"checking {len(self.ids)} instances")
+        answers = self.check(list(self.ids), prompt)
         probabilities = {k: a.probability for k, a in answers.items() if a.probability is not None}
         passed = self.passing(answers)
         self.trace.append(TraceStep("check", f"{prompt} -> yes for {passed or 'none'}",
@@ -296,7 +324,7 @@ class _Grounder:
     # -- tools -----------------------------------------------------------------------------
     def _ids(self, value, allow_all: bool = True) -> list[int]:
         if allow_all and value == "all":
-            return list(range(self.geometry.count))
+            return list(self.ids)
         if not (isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
             raise SpatialError('"ids" must be a list of instance ids' + (' or "all"' if allow_all else ""))
         self.geometry.check_ids(value)
@@ -311,7 +339,7 @@ class _Grounder:
         """Execute one (already well-formed) action; `SpatialError` for bad arguments."""
         name = action["action"]
         if name == "list_instances":
-            return {"instances": instance_table(self.geometry)}, []
+            return {"instances": [row for row in instance_table(self.geometry) if row["id"] in self.ids]}, []
         if name == "look":
             ids = self._ids(action["ids"], allow_all=False)
             if len(ids) > self.config.max_look:
@@ -351,7 +379,10 @@ class _Grounder:
         """Run the planning loop; None when it ended without a valid answer."""
         system = agent_system_prompt(self.config.max_look)
         count = self.scene.instances.count
-        pending = Message("user", f"Question: {question}\nThe scene has {count} instances, ids 0 to {count - 1}, "
+        scope = (f"ids 0 to {count - 1}" if len(self.ids) == count else
+                 f"of which {len(self.ids)} are objects, ids {self.ids} (the others are floor, walls and "
+                 "other structure)")
+        pending = Message("user", f"Question: {question}\nThe scene has {count} instances, {scope}, "
                                   f"seen in {self.scene.num_views} views, 0 to {self.scene.num_views - 1}. "
                                   "Reply with your first action.")
         history: list[Message] = []
@@ -405,6 +436,12 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
         raise ValueError("the question is empty")
     start = time.perf_counter()
     grounder = _Grounder(scene, backend, config, progress)
+    if not asks_about_structure(question) and scene.instances.object_ids:
+        grounder.ids = scene.instances.object_ids
+        left_out = [i.id for i in scene.instances.info if i.structure]
+        if left_out:
+            grounder.trace.append(TraceStep("scope", f"left out {len(left_out)} structure instance(s) (floor, "
+                                                     f"walls, large planes): {left_out}", {"left_out": left_out}))
     fell_back = False
     result = None
     if mode == "agent":
@@ -422,6 +459,7 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
     if result is None:
         result = grounder.verify(question)
     text, ids, probabilities = result
+    text = _lead_with_failures(text, grounder.vlm)
     grounder.trace.append(TraceStep("answer", text, {"instance_ids": ids},
                                     [grounder.highlight(k) for k in ids[:config.max_look]]))
     grounder.progress(1.0, "done")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from .vlm import BACKENDS
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scene", type=Path, help="scene file (.npz) with instances")
     parser.add_argument("question", help='e.g. "Which object is the red mug?"')
-    parser.add_argument("--backend", choices=("openai", "qwen"), default="openai",
+    parser.add_argument("--backend", choices=BACKENDS, default="openai",
                         help="openai: any OpenAI-compatible server (default GPT-4o); qwen: local Qwen2.5-VL")
     parser.add_argument("--model", default=None, help="model name or Hugging Face id (default per backend)")
     parser.add_argument("--base-url", default=None,
@@ -35,23 +36,20 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from iggt.errors import IGGTError
     from iggt.scene import Scene
 
     from .agent import AgentConfig, answer
     from .highlight import highlight_instance, overview
     from .vlm import make_backend
 
-    try:
-        scene = Scene.load(args.scene)
-        if scene.instances is None:
-            raise ValueError(f"{args.scene.name} has no instances: run `python -m iggt reconstruct` with "
-                             "instance segmentation first")
-        backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout,
-                               max_retries=args.max_retries, device=args.device)
-        result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    scene = Scene.load(args.scene)
+    if scene.instances is None:
+        raise IGGTError(f"{args.scene.name} has no instances: run `python -m iggt reconstruct` with "
+                        "instance segmentation first")
+    backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout,
+                           max_retries=args.max_retries, device=args.device)
+    result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps))
     print(result.text)
     for k in result.instance_ids:
         name = result.instance_names.get(k)

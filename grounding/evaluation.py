@@ -16,9 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from iggt.data.oracle import oracle_scene
+from iggt.data.scene_format import ObjectInfo, SceneRecord
+from iggt.data.synthetic import GeneratorConfig, generate_scene
 from iggt.scene import Instances, Scene
-from iggt.training.scene_format import ObjectInfo, SceneRecord
-from iggt.training.synthetic import GeneratorConfig, generate_scene, oracle_scene
 
 from .agent import AgentConfig, Answer, answer
 from .vlm.base import VLM

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Callable
 
+from iggt.progress import Progress
 from iggt.scene import Instances, Scene
 
 from .highlight import HighlightConfig, highlight_instance
@@ -54,7 +54,7 @@ def parse_names(text: str, count: int) -> tuple[dict[int, str], str | None]:
 
 
 def name_instances(scene: Scene, backend: VLM, scene_key: str, config: NamingConfig = NamingConfig(),
-                   progress: Callable[[float, str], None] | None = None) -> tuple[Scene, list[str]]:
+                   progress: Progress | None = None) -> tuple[Scene, list[str]]:
     """A copy of ``scene`` whose instances carry VLM names, and notes on what went wrong.
 
     ``scene_key`` identifies the scene in the cache (see `grounding.agent.scene_fingerprint`).

@@ -2,15 +2,23 @@
 
 Each command lives in its own module, which exposes ``register(subparsers)`` (adds its
 subparser and sets ``func``) and imports its heavy dependencies only when it runs.
+
+Exit codes: 0 done; 2 the user's input or settings (`IGGTError`, or a path that does not exist),
+shown as one line; 1 anything else, a fault of the software, logged with its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+from pathlib import Path
+
+from iggt.errors import IGGTError
 
 COMMAND_MODULES = (
     "iggt.cli_reconstruct",   # reconstruct
+    "iggt.cli_view",          # view
     "iggt.training.cli",      # train, generate
     "iggt.evaluation.cli",    # evaluate
     "grounding.cli",          # ask
@@ -19,7 +27,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m iggt",
+        prog="python -m iggt" if Path(sys.argv[0]).name == "__main__.py" else "iggt",  # the console script
         description="IGGT: reconstruct scenes with multi-view consistent instances, train, evaluate, ask.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -28,13 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a bad input or setting ends with one readable line and exit code 2."""
+    """Run one command; what the user can fix is one line, a defect of ours also leaves its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (IGGTError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        logging.getLogger("iggt").exception("`%s` failed", args.command)
+        print("error: this is a fault of the software, not of your input: please report it with the traceback above",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from iggt.instances import ClusteringConfig
+from iggt.progress import Progress
 from iggt.views import DEFAULT_MAX_VIEWS, DEFAULT_VIDEO_FRAMES
 
-CLUSTERING_CHOICES = ("small", "medium", "large", "none")
+CLUSTERING_CHOICES = (*ClusteringConfig.PRESETS, "none")
 # Shares of the progress bar taken by each stage.
 RECONSTRUCTION_SHARE, CLUSTERING_SHARE = 0.6, 0.25
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the results into")
     parser.add_argument("--checkpoint", default=None,
                         help="model: a saved folder, a checkpoint file, a preset (random weights) or a Hub id "
-                             "(default: the shipped small model in assets/iggt-small)")
+                             "(default: the shipped small model in iggt/weights/iggt-small)")
     parser.add_argument("--device", default="auto",
                         help="auto (GPU when present; the default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help=f"video: take N evenly spaced frames (default {DEFAULT_VIDEO_FRAMES})")
     parser.add_argument("--background", default="white", choices=("white", "black"),
                         help="colour that transparent pixels are composited over (default: %(default)s)")
-    parser.add_argument("--clustering", default="large", choices=CLUSTERING_CHOICES,
+    parser.add_argument("--clustering", default="medium", choices=CLUSTERING_CHOICES,
                         help="instance clustering preset (the official demo's); none skips instances "
                              "(default: %(default)s)")
     parser.add_argument("--formats", default=None,
@@ -66,18 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="GLB/PLY points: depth unprojected with the cameras, or the point head "
                              "(default: %(default)s)")
     parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the command; bad input gives one line on stderr and exit code 2."""
-    from iggt.model.checkpoint import CheckpointError
-    from iggt.views import InputError
-
-    try:
-        return _reconstruct(args)
-    except (InputError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
 
 def _parse_formats(text: str | None, with_instances: bool) -> list[str]:
@@ -113,21 +101,19 @@ def _preprocess_options(args: argparse.Namespace) -> dict:
     return {"mode": args.mode, "size": width}
 
 
-def _reconstruct(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the command (errors are reported by `iggt.__main__`)."""
     from tqdm import tqdm
 
     from iggt.export import PointCloudOptions, export_all
-    from iggt.instances import ClusteringConfig, segment_instances
-    from iggt.model.checkpoint import load_model
+    from iggt.instances import segment_instances
+    from iggt.loading import load_model
     from iggt.reconstruct import Reconstructor, describe_model, resolve_checkpoint, resolve_device
-    from iggt.views import InputError, load_views
+    from iggt.views import load_views
 
     formats = _parse_formats(args.formats, with_instances=args.clustering != "none")
     preprocess_options = _preprocess_options(args)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    device = resolve_device(args.device)
     views = load_views(args.inputs, max_views=args.max_views, every=args.every, frames=args.frames,
                        background=args.background)
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -137,7 +123,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
                                   **preprocess_options)
 
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}") as bar:
-        def stage(start: float, share: float) -> Callable[[float, str], None]:
+        def stage(start: float, share: float) -> Progress:
             """A progress callback that fills the bar from ``start`` over ``share`` of it."""
             def report(fraction: float, message: str) -> None:
                 bar.set_description(message)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 
@@ -50,6 +49,11 @@ class IGGTConfig:
     # Instance branch.
     instance_features: int = 256
     instance_output_dim: int = 8
+    apply_discarded_cross_attention: bool = False
+    """False (the released head): ``cross_attention_1`` is part of the checkpoint but its output is
+    discarded, so it is not computed. True feeds its output forward, as this project's heads did
+    before 2026-11-30; models trained that way (the first shipped small model) keep it. A saved
+    ``config.json`` without this field predates it and is read as True (see `read_config`)."""
 
     # Runtime.
     frames_chunk_size: int = 12
@@ -117,17 +121,6 @@ class IGGTConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "IGGTConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read model config {path}: {error}") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"model config {path} must hold a JSON object")
-        return cls.from_dict(values)
 
 
 PRESETS: dict[str, IGGTConfig] = {

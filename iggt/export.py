@@ -22,7 +22,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -32,7 +32,10 @@ import torch
 from PIL import Image
 
 from iggt.geometry import invert_extrinsics, rotation_to_quaternion
-from iggt.scene import BACKGROUND, Scene, ViewTransform
+from iggt.instances import normalize_features
+from iggt.progress import Progress
+from iggt.scene import BACKGROUND, Scene, ViewTransform, one_based_ids
+from iggt.structure import sky_pixels, structure_mask
 
 if TYPE_CHECKING:
     import trimesh
@@ -41,8 +44,6 @@ FORMATS = ("glb", "ply", "masks", "json", "colmap", "scene")
 """Everything `export_all` can write; ``masks`` needs instances."""
 ColorMode = Literal["rgb", "instance", "pca"]
 Geometry = Literal["depth", "points"]
-Progress = Callable[[float, str], None]
-
 BACKGROUND_GREY = np.array([128, 128, 128], np.uint8)
 DIMMED_WEIGHT = 0.25
 """Points that are not highlighted keep this share of their colour, blended into `DIMMED_GREY`."""
@@ -56,6 +57,10 @@ FRUSTUM_DEPTH = 0.08
 VISIBILITY_DEPTH_TOLERANCE = 0.05
 """COLMAP: a point is observed in another view when its depth there agrees within 5 %."""
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+BLACK_RGB_SUM = 16
+FEATURE_AGREEMENT = 0.5
+"""`upsample_labels`: weight of feature agreement (cosine, -1..1) against bilinear votes (0..1)."""
+WHITE_CHANNEL = 240
 
 
 @dataclass
@@ -70,6 +75,16 @@ class PointCloudOptions:
     """Drop points whose confidence is below this percentile of all confidences (50 drops half)."""
     drop_background: bool = False
     """Drop points that belong to no instance (needs instances)."""
+    drop_structure: bool = False
+    """Drop points of structure instances: floor, walls, large planes (`iggt.structure`)."""
+    views: Sequence[int] | None = None
+    """Only the points seen in these views (all views when None)."""
+    drop_black: bool = False
+    """Drop near-black pixels (RGB sum below 16 of 765), as VGGT's "filter black background"."""
+    drop_white: bool = False
+    """Drop near-white pixels (every channel above 240), as VGGT's "filter white background"."""
+    drop_sky: bool = False
+    """Drop what `iggt.structure.sky_pixels` takes for sky (no segmentation model)."""
     highlight: Sequence[int] | None = None
     """Instance ids to emphasise; every other point is dimmed."""
     max_points: int | None = None
@@ -109,6 +124,18 @@ def select_points(scene: Scene, options: PointCloudOptions = PointCloudOptions()
     if options.drop_background:
         _require_instances(scene, "drop the background")
         valid &= labels != BACKGROUND
+    if options.drop_structure and scene.instances is not None:
+        valid &= ~structure_mask(scene.instances)
+    if options.views is not None:
+        valid &= np.isin(np.arange(scene.num_views), np.asarray(list(options.views), dtype=np.int64))[:, None, None]
+    if options.drop_black or options.drop_white:
+        rgb = np.round(np.clip(scene.images, 0, 1) * 255)
+        if options.drop_black:
+            valid &= rgb.sum(axis=-1) >= BLACK_RGB_SUM
+        if options.drop_white:
+            valid &= ~(rgb > WHITE_CHANNEL).all(axis=-1)
+    if options.drop_sky:
+        valid &= ~sky_pixels(scene)
     view, row, col = np.nonzero(valid)
     if options.max_points is not None and len(view) > options.max_points:
         keep = np.sort(np.random.default_rng(0).choice(len(view), options.max_points, replace=False))
@@ -117,9 +144,16 @@ def select_points(scene: Scene, options: PointCloudOptions = PointCloudOptions()
     colors = _pixel_colors(scene, options.color_mode)[view, row, col]
     instance = labels[view, row, col].astype(np.int32)
     if options.highlight is not None:
-        dimmed = ~np.isin(instance, np.asarray(list(options.highlight), dtype=np.int64))
-        colors[dimmed] = np.round(DIMMED_WEIGHT * colors[dimmed] + (1 - DIMMED_WEIGHT) * DIMMED_GREY)
+        colors = dim_colors(colors, instance, options.highlight)
     return PointCloud(points[view, row, col].astype(np.float32), colors, instance, view)
+
+
+def dim_colors(colors: np.ndarray, instance: np.ndarray, highlight: Sequence[int]) -> np.ndarray:
+    """A copy of ``[N, 3]`` uint8 ``colors`` where points outside the ``highlight`` instances are dimmed."""
+    dimmed = ~np.isin(instance, np.asarray(list(highlight), dtype=np.int64))
+    colors = colors.copy()
+    colors[dimmed] = np.round(DIMMED_WEIGHT * colors[dimmed] + (1 - DIMMED_WEIGHT) * DIMMED_GREY)
+    return colors
 
 
 def _pixel_colors(scene: Scene, color_mode: ColorMode) -> np.ndarray:
@@ -172,11 +206,10 @@ def glb_scene(scene: Scene, options: PointCloudOptions = PointCloudOptions(), ca
     rgba = np.concatenate([cloud.colors, np.full((len(cloud.colors), 1), 255, np.uint8)], axis=1)
     meshes.add_geometry(trimesh.PointCloud(cloud.points, colors=rgba), geom_name="points")
     if cameras:
-        size = _scene_size(cloud.points) * FRUSTUM_DEPTH
+        size = scene_size(cloud.points) * FRUSTUM_DEPTH
         for index in range(scene.num_views):
-            hue = index / max(scene.num_views, 1)
-            color = np.round(np.array(colorsys.hsv_to_rgb(hue, 0.9, 1.0)) * 255).astype(np.uint8)
-            meshes.add_geometry(_frustum(scene, index, size, color), geom_name=f"camera_{index:03d}")
+            meshes.add_geometry(_frustum(scene, index, size, camera_color(index, scene.num_views)),
+                                geom_name=f"camera_{index:03d}")
     meshes.apply_transform(_viewer_transform(scene.extrinsics[0]))
     return meshes
 
@@ -198,12 +231,18 @@ def _write_glb(scene: Scene, path: str | Path, options: PointCloudOptions, camer
     return path
 
 
-def _scene_size(points: np.ndarray) -> float:
+def scene_size(points: np.ndarray) -> float:
     """Diagonal of the 5-95 percentile box: a scale robust to stray points."""
     if len(points) == 0:
         return 1.0
     low, high = np.percentile(points, [5, 95], axis=0)
     return float(np.linalg.norm(high - low)) or 1.0
+
+
+def camera_color(index: int, count: int) -> np.ndarray:
+    """uint8 RGB of camera ``index`` of ``count``: hues spread around the colour wheel."""
+    hue = index / max(count, 1)
+    return np.round(np.array(colorsys.hsv_to_rgb(hue, 0.9, 1.0)) * 255).astype(np.uint8)
 
 
 def _frustum(scene: Scene, index: int, depth: float, color: np.ndarray) -> trimesh.Trimesh:
@@ -258,29 +297,99 @@ def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = Point
 
 
 # -- instance masks -----------------------------------------------------------------------
-def instance_overlays(scene: Scene, highlight: Sequence[int] | None = None) -> list[np.ndarray]:
-    """Per view ``[H, W, 3]`` uint8: the photo blended with instance colours, boundaries white.
+def instance_overlays(scene: Scene, highlight: Sequence[int] | None = None,
+                      photos: Sequence[Image.Image] | None = None, max_side: int | None = None,
+                      views: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Per view (all, or ``views``) ``[H, W, 3]`` uint8: the photo blended with instance colours, boundaries white.
 
-    With ``highlight``, only those instance ids are coloured and outlined.
+    With ``highlight``, only those instance ids are coloured and outlined. With ``photos`` (the
+    original pictures, one per view), each overlay is drawn on its photo at the photo's size
+    (or scaled so its long side is ``max_side``) with labels from `upsample_labels`; without,
+    on the model input.
     """
     _require_instances(scene, "draw instance overlays")
-    labels = scene.instances.labels
-    if highlight is not None:
-        labels = np.where(np.isin(labels, np.asarray(list(highlight), dtype=np.int64)), labels, BACKGROUND)
-    colours = scene.instances.color_image()
-    return [_overlay(scene.images[index], labels[index], colours[index]) for index in range(scene.num_views)]
+    overlays = []
+    for index in range(scene.num_views) if views is None else views:
+        if photos is None:
+            image, labels = scene.images[index], scene.instances.labels[index]
+        else:
+            photo = photos[index]
+            scale = min(1.0, max_side / max(photo.size)) if max_side else 1.0
+            size = (max(1, round(photo.height * scale)), max(1, round(photo.width * scale)))
+            image = np.asarray(photo.convert("RGB").resize(size[::-1], Image.BILINEAR), np.float32) / 255
+            labels = upsample_labels(scene, index, size)
+        if highlight is not None:
+            labels = np.where(np.isin(labels, np.asarray(list(highlight), dtype=np.int64)), labels, BACKGROUND)
+        palette = np.vstack([scene.instances.colors, np.zeros((1, 3), np.uint8)])
+        overlays.append(_overlay(image, labels, palette[np.where(labels >= 0, labels, len(palette) - 1)]))
+    return overlays
 
 
-def write_instance_masks(scene: Scene, directory: str | Path) -> list[Path]:
-    """Per view a 16-bit id PNG (0 = background, id + 1 otherwise) and a colour overlay PNG."""
+def upsample_labels(scene: Scene, index: int, size: tuple[int, int]) -> np.ndarray:
+    """View ``index``'s instance labels at ``size`` (height, width) of its original photo, with smooth edges.
+
+    Nearest-neighbour upsampling of a 112-pixel label map gives staircase edges. Here every photo
+    pixel looks at the four model pixels around it: it is background when their bilinear weights
+    are mostly background; otherwise it takes, of the instances among them, the one with the most
+    bilinear weight plus agreement between its mean feature and the bilinearly interpolated
+    feature there. Edges follow the interpolated features instead of the pixel grid.
+    """
+    _require_instances(scene, "upsample instance labels")
+    labels, features = scene.instances.labels[index], normalize_features(scene.features[index])
+    height, width = scene.image_size
+    transform = _view_transform(scene, index)
+    rows = (np.arange(size[0]) + 0.5) * transform.original_size[0] / size[0] - 0.5
+    cols = (np.arange(size[1]) + 0.5) * transform.original_size[1] / size[1] - 0.5
+    y, x = transform.from_original(rows, cols)
+    y, x = np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)
+    y0, x0 = np.minimum(np.floor(y).astype(int), height - 2 if height > 1 else 0), \
+        np.minimum(np.floor(x).astype(int), width - 2 if width > 1 else 0)
+    wy, wx = (y - y0)[:, None], (x - x0)[None, :]
+    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
+    corners = [(y0, x0, (1 - wy) * (1 - wx)), (y0, x1, (1 - wy) * wx), (y1, x0, wy * (1 - wx)), (y1, x1, wy * wx)]
+    neighbour = [labels[np.ix_(r, c)] for r, c, _ in corners]
+    best = neighbour[0].astype(np.int32)
+    mixed = np.flatnonzero(~((neighbour[0] == neighbour[1]) & (neighbour[0] == neighbour[2])
+                             & (neighbour[0] == neighbour[3])))  # elsewhere all four agree: nothing to decide
+    if len(mixed) == 0:
+        return best
+    rows, cols = np.unravel_index(mixed, size)
+    neighbour = [n.reshape(-1)[mixed] for n in neighbour]
+    weight = [np.broadcast_to(w, size).reshape(-1)[mixed].astype(np.float32) for _, _, w in corners]
+    feature = sum(features[r[rows], c[cols]] * w[:, None] for (r, c, _), w in zip(corners, weight))
+
+    count = scene.instances.count
+    flat = labels[labels >= 0]
+    sums = np.stack([np.bincount(flat, features[labels >= 0][:, d], minlength=count)
+                     for d in range(features.shape[-1])], axis=1)
+    means = normalize_features(np.vstack([sums, np.zeros((1, features.shape[-1]))]))  # last row: background
+    background_weight = sum(w * (n < 0) for n, w in zip(neighbour, weight))
+    chosen, chosen_score = np.full(len(mixed), BACKGROUND, np.int32), np.full(len(mixed), -np.inf, np.float32)
+    for candidate in neighbour:
+        votes = sum(w * (n == candidate) for n, w in zip(neighbour, weight))
+        agreement = np.einsum("nd,nd->n", feature, means[np.where(candidate >= 0, candidate, count)])
+        score = np.where((candidate >= 0) & (votes > 0), votes + FEATURE_AGREEMENT * agreement, -np.inf)
+        better = score > chosen_score
+        chosen[better], chosen_score[better] = candidate[better], score[better]
+    chosen[background_weight > 0.5] = BACKGROUND
+    best.reshape(-1)[mixed] = chosen
+    return best
+
+
+def write_instance_masks(scene: Scene, directory: str | Path,
+                         photos: Sequence[Image.Image] | None = None) -> list[Path]:
+    """Per view a 16-bit id PNG (0 = background, id + 1 otherwise) at the original photo's size
+    (`upsample_labels`) and a colour overlay PNG (on ``photos`` at their size when given, else on
+    the model input)."""
     _require_instances(scene, "write instance masks")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, overlay in enumerate(instance_overlays(scene)):
+    for index, overlay in enumerate(instance_overlays(scene, photos=photos)):
         stem = f"{index:03d}_{_safe_stem(_view_name(scene, index))}"
         written.append(directory / f"{stem}_ids.png")
-        Image.fromarray((scene.instances.labels[index] + 1).astype(np.uint16)).save(written[-1])
+        labels = upsample_labels(scene, index, _view_transform(scene, index).original_size)
+        Image.fromarray(one_based_ids(labels).astype(np.uint16)).save(written[-1])
         written.append(directory / f"{stem}_overlay.png")
         Image.fromarray(overlay).save(written[-1])
     return written

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import hdbscan
 import numpy as np
 from scipy.spatial import cKDTree
 
+from iggt.progress import Progress
 from iggt.scene import BACKGROUND, InstanceInfo, Instances, Scene, ViewPresence
-
-Progress = Callable[[float, str], None]
 
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 BOX_PERCENTILES = (2.0, 98.0)
@@ -48,19 +46,21 @@ class ClusteringConfig:
     preset keeps its meaning, but never go below ``min_scaled_cluster_size`` /
     ``min_scaled_samples``: a density estimate from one or two samples is too noisy to be
     useful, so at very low ratios the effective sizes are somewhat larger than the preset's.
-    The defaults are the "large" preset, the one the official demo runs.
+    The defaults are the "medium" preset, the one the released ``demo.py`` runs.
     """
 
     min_cluster_size: int = 500
     min_samples: int = 100
-    cluster_selection_epsilon: float = 0.06
+    cluster_selection_epsilon: float = 0.01
     knn_k: int = 20
     """Neighbours averaged by the 3D smoothing (the pixel itself excluded)."""
-    smoothing: Literal["image", "knn3d"] = "image"
-    """``"knn3d"``: exact mean of the ``knn_k`` nearest 3D points over all views (the official
-    demo; a k-d tree query per pixel). ``"image"``: mean over the smallest square image window
-    with at least ``knn_k`` neighbours, keeping only neighbours on the same surface (see
-    ``smoothing_gate``); several times faster, see `smooth_features_image`."""
+    smoothing: Literal["image", "knn3d", "none"] = "image"
+    """``"knn3d"``: exact mean of the ``knn_k`` nearest 3D points over all views (a k-d tree
+    query per pixel). ``"image"``: mean over the smallest square image window with at least
+    ``knn_k`` neighbours, keeping only neighbours on the same surface (see ``smoothing_gate``);
+    several times faster, see `smooth_features_image`. ``"none"``: the normalised features as
+    they are, which is what the released demo clusters (it computes the 3D k-NN smoothing only
+    for a PCA picture; the smoothed features are commented out of its clustering call)."""
     smoothing_gate: float = 3.0
     """Image smoothing: a neighbour counts when its 3D distance is at most this many times
     its pixel offset times the pixel footprint (depth / focal length); 3 accepts surfaces
@@ -87,7 +87,7 @@ class ClusteringConfig:
         "medium": dict(cluster_selection_epsilon=0.01, min_samples=100, min_cluster_size=500),
         "large": dict(cluster_selection_epsilon=0.06, min_samples=100, min_cluster_size=500),
     }
-    """The official demo's presets (``knn_k`` = 20 in all); "large" is the one it runs."""
+    """The released demo's presets (``knn_k`` = 20 in all); it runs "medium" (the others are commented out)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -97,8 +97,8 @@ class ClusteringConfig:
             if getattr(self, name) < least]
         if not 0 <= self.confidence_percentile <= 100:
             problems.append(f"confidence_percentile must be in [0, 100], got {self.confidence_percentile}")
-        if self.smoothing not in ("image", "knn3d"):
-            problems.append(f"smoothing must be 'image' or 'knn3d', got {self.smoothing!r}")
+        if self.smoothing not in ("image", "knn3d", "none"):
+            problems.append(f"smoothing must be 'image', 'knn3d' or 'none', got {self.smoothing!r}")
         for name in ("max_cluster_points", "max_references_per_cluster"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 problems.append(f"{name} must be at least 2 or None, got {getattr(self, name)}")
@@ -123,10 +123,12 @@ class ClusteringConfig:
         return max(2, min(cluster_size, sampled)), max(1, min(samples, sampled - 1))
 
 
-OFFICIAL_METHOD = dict(smoothing="knn3d", max_cluster_points=None, max_references_per_cluster=None,
-                       assignment_stride=1)
-"""Overrides that make `segment_instances` the official demo's exact (slow) computation:
-``ClusteringConfig.from_preset("large", **OFFICIAL_METHOD)``."""
+OFFICIAL_METHOD = dict(smoothing="none", confidence_percentile=0.0, max_cluster_points=None,
+                       max_references_per_cluster=None, assignment_stride=1)
+"""Overrides that make `segment_instances` the released demo's exact (slow) computation:
+``ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)``. HDBSCAN of every pixel of every
+view on the normalised features, nothing dropped as background (only pixels without any usable
+geometry), noise re-assigned to its nearest clustered pixel."""
 
 
 # -- the instance step -----------------------------------------------------------------------
@@ -158,7 +160,9 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
     confident = confident_pixels(scene, config)
     features = normalize_features(scene.features)
     report(0.1, f"Smoothing features over 3D neighbours ({config.smoothing})")
-    if config.smoothing == "image":
+    if config.smoothing == "none":
+        smoothed = features
+    elif config.smoothing == "image":
         focal = scene.intrinsics[:, [0, 1], [0, 1]].mean(axis=1)
         smoothed = smooth_features_image(features, scene.points_from_depth, scene.depth, focal, confident,
                                          config.knn_k, config.smoothing_gate)
@@ -298,6 +302,8 @@ def cluster_sample(features: np.ndarray, config: ClusteringConfig) -> tuple[np.n
         sample = np.sort(np.random.default_rng(config.seed).choice(total, config.max_cluster_points, replace=False))
     if len(sample) < 2:
         return sample, np.full(len(sample), -1)
+    import hdbscan  # here: importing it takes seconds, which the command line's --help should not pay
+
     cluster_size, samples = config.sample_sizes(len(sample), total)
     clusterer = hdbscan.HDBSCAN(min_cluster_size=cluster_size, min_samples=samples,
                                 cluster_selection_epsilon=config.cluster_selection_epsilon,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +18,18 @@ import torch
 from PIL import Image
 
 from iggt.config import PRESETS, IGGTConfig
+from iggt.errors import IGGTError
 from iggt.geometry import unproject_depth
 from iggt.model.iggt import IGGT, Predictions
+from iggt.progress import Progress
 from iggt.scene import Scene, ViewTransform
 from iggt.views import DEFAULT_MAX_VIEWS, Background, LoadedView, Mode, load_views, preprocess
 
-Progress = Callable[[float, str], None]
 ViewsInput = str | Path | Image.Image | Sequence[str | Path | Image.Image] | Sequence[LoadedView] | torch.Tensor
 """Paths (photos, folders, videos), PIL images, views already loaded, or a ready ``[S, 3, H, W]`` tensor."""
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "iggt-small"
-"""The small model shipped with the repository (absent until it has been trained and saved)."""
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "iggt-small"
+"""The small model shipped inside the package (package data, so `pip install` carries it)."""
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -40,9 +41,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise IGGTError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but no CUDA GPU is available; use cpu")
+        raise IGGTError(f"device {device!r} was requested but no CUDA GPU is available; use cpu")
     return resolved
 
 
@@ -56,7 +57,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
             return torch.float32
         return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
+        raise IGGTError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -69,13 +70,15 @@ def describe_model(model: IGGT) -> str:
     own = model.config
 
     def architecture(config: IGGTConfig) -> IGGTConfig:
-        # runtime switches and the position-table size do not change which model it is
-        return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=own.img_size)
+        # runtime switches, the position-table size and the pre-fix instance head do not change which model it is
+        return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=own.img_size,
+                       apply_discarded_cross_attention=own.apply_discarded_cross_attention)
 
     preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), "custom")
     if preset != "custom" and PRESETS[preset].img_size != own.img_size:
         preset = f"{preset} at {own.img_size} px"
-    return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters)"
+    head = ", pre-fix instance head" if own.apply_discarded_cross_attention else ""
+    return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters{head})"
 
 
 class Reconstructor:
@@ -84,11 +87,16 @@ class Reconstructor:
     ``size`` defaults to the model's training resolution (``config.img_size``); ``mode``,
     ``target_size`` (for ``resize``), ``grid_multiple``, ``background``, ``max_views``,
     ``every`` and ``frames`` (videos) are passed to `iggt.views`.
+
+    ``grid_multiple=2`` (default) keeps patch grids even, the only grids the released instance
+    head accepts: with the 1B model's 518 the input becomes 504 wide (the released demo runs 504 x
+    336, which 3:2 photos give exactly), not 518 with the odd 37-patch grid that our window
+    attention would have to pad. ``grid_multiple=1`` allows any multiple of the patch size.
     """
 
     def __init__(self, model: IGGT, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", *,
                  max_views: int | None = DEFAULT_MAX_VIEWS, mode: Mode = "crop", size: int | None = None,
-                 target_size: tuple[int, int] | None = None, grid_multiple: int = 1,
+                 target_size: tuple[int, int] | None = None, grid_multiple: int = 2,
                  background: Background = "white", every: int | None = None, frames: int | None = None,
                  model_name: str | None = None):
         self.device = resolve_device(device)
@@ -165,7 +173,7 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> str | Path:
     if checkpoint is not None:
         return checkpoint
     if not DEFAULT_CHECKPOINT.exists():
-        raise FileNotFoundError("no checkpoint given and the shipped small model (assets/iggt-small) is missing; "
+        raise FileNotFoundError("no checkpoint given and the shipped small model (iggt/weights/iggt-small) is missing; "
                                 "pass a saved model folder, a checkpoint file, a preset or a Hub id")
     return DEFAULT_CHECKPOINT
 
@@ -174,7 +182,7 @@ def reconstruct(views: ViewsInput, checkpoint: str | Path | None = None, *, devi
                 dtype: str = "auto", progress: Progress | None = None, **view_options) -> Scene:
     """One call from photos to a `Scene`: load the model (folder, file, preset or Hub id; default the
     shipped small model) and run it. ``view_options`` are `Reconstructor`'s keyword arguments."""
-    from iggt.model.checkpoint import load_model
+    from iggt.loading import load_model
 
     checkpoint = resolve_checkpoint(checkpoint)
     model = load_model(checkpoint)

@@ -6,7 +6,9 @@ can be used, saved and tested without the network. Conventions:
 * views are indexed 0..S-1; view 0 is the reference view and its camera is the world frame;
 * cameras are OpenCV world-to-camera extrinsics ``[R | t]`` (x right, y down, z forward)
   and pinhole intrinsics, both for the preprocessed (model input) image size;
-* every per-pixel array is ``[S, H, W, ...]`` at the model input resolution.
+* every per-pixel array is ``[S, H, W, ...]`` at the model input resolution;
+* instance labels are ``BACKGROUND`` (-1) or 0..K-1; files (scene records, mask PNGs) store
+  one-based ids instead, 0 = background: `one_based_ids` and `labels_from_one_based` convert.
 """
 from __future__ import annotations
 
@@ -17,9 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from iggt.errors import IGGTError
+
 SCENE_FORMAT_VERSION = 1
 BACKGROUND = -1
 """Label of pixels that belong to no instance (low confidence, background, unassigned)."""
+
+
+def one_based_ids(labels: np.ndarray) -> np.ndarray:
+    """Labels (``BACKGROUND`` or 0..K-1) -> ids 0 (background) or 1..K, as files store them."""
+    labels = np.asarray(labels)
+    return np.where(labels >= 0, labels + 1, 0)
+
+
+def labels_from_one_based(ids: np.ndarray) -> np.ndarray:
+    """Ids 0 (background) or 1..K, as files store them -> labels (``BACKGROUND`` or 0..K-1)."""
+    ids = np.asarray(ids)
+    return np.where(ids > 0, ids - 1, BACKGROUND)
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,9 @@ class InstanceInfo:
     """Mean RGB of its pixels in [0, 1]."""
     name: str | None = None
     """Open-vocabulary name, filled in by the grounding when known."""
+    structure: bool = False
+    """Floor, wall, ceiling or another large plane rather than an object (`iggt.structure`);
+    scene files written before this flag existed load with False."""
 
     @property
     def size(self) -> tuple[float, float, float]:
@@ -115,6 +134,11 @@ class Instances:
     def mask(self, instance_id: int) -> np.ndarray:
         """``[S, H, W]`` boolean mask of one instance in every view."""
         return self.labels == instance_id
+
+    @property
+    def object_ids(self) -> list[int]:
+        """Ids of the instances that are objects, not structure."""
+        return [i.id for i in self.info if not i.structure]
 
     def color_image(self, background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
         """``[S, H, W, 3]`` uint8 picture of the labels in their display colours."""
@@ -217,13 +241,13 @@ class Scene(ViewStack):
         except FileNotFoundError:
             raise FileNotFoundError(f"Scene file not found: {path.name}") from None
         except (OSError, ValueError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path.name} is not a readable scene file ({err})") from None
+            raise IGGTError(f"{path.name} is not a readable scene file ({err})") from None
         missing = [n for n in (*cls._ARRAYS, "meta_json") if n not in arrays]
         if missing:
-            raise ValueError(f"{path.name} is not a scene file: missing {', '.join(missing)}")
+            raise IGGTError(f"{path.name} is not a scene file: missing {', '.join(missing)}")
         meta = json.loads(arrays.pop("meta_json").tobytes().decode("utf-8"))
         if meta.get("format_version") != SCENE_FORMAT_VERSION:
-            raise ValueError(f"{path.name}: unsupported scene format version {meta.get('format_version')}")
+            raise IGGTError(f"{path.name}: unsupported scene format version {meta.get('format_version')}")
         instances = None
         if meta["instances"] is not None:
             instances = Instances(arrays.pop("instance_labels"),

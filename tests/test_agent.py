@@ -14,7 +14,7 @@ from grounding.naming import name_instances, parse_names
 from grounding.spatial import SceneGeometry, SpatialError, relation_holds, sort_instances
 from grounding.vlm.base import BaseVLM, VLMAnswer
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
-from vlm_test_server import start_test_server
+from grounding.vlm.seeing_server import start_test_server
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The real web app in a subprocess, driven through its public API with `gradio_client`.
 
 One app server for the module (tiny random model, 112 px input, at most 6 views); the
-questions go to the local seeing VLM server (`tests/vlm_test_server.py`).
+questions go to the local seeing VLM server (`grounding/vlm/seeing_server.py`).
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import trimesh
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import running_app, write_synthetic_photos
+from helpers import write_synthetic_photos
 from demo.handlers import without_paths
 from iggt.scene import Scene
+from tools.app_server import running_app
 
 MAX_VIEWS = 6
 API_KEY = "sk-test-7f3Kq9ZxSECRETwv2"
@@ -39,7 +40,7 @@ def photos(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     """An 8-frame MP4 of a generated scene."""
-    from iggt.training.synthetic import GeneratorConfig, generate_scene
+    from iggt.data.synthetic import GeneratorConfig, generate_scene
 
     path = tmp_path_factory.mktemp("video") / "walkthrough.mp4"
     record = generate_scene(4, GeneratorConfig(num_views=8, image_size=(112, 112), object_count=(3, 5)))
@@ -65,12 +66,12 @@ def test_bundled_example_gives_scene_pictures_and_loadable_downloads(app):
     status, viewer, overlays, depths, table, downloads, *_ = reconstruct(client, example="synthetic-5")
 
     assert status.startswith("Done: **6 views**") and "instances**" in status
-    for stage in ("loading", "model", "clustering", "export"):
+    for stage in ("loading", "model", "clustering", "display", "downloads"):
         assert re.search(rf"{stage} \d+\.\d s", status), status
     assert "Model: IGGT tiny" in status  # the page says which model is loaded
     assert len(overlays) == len(depths) == 6 and "<table" in table
 
-    assert len(trimesh.load(viewer).geometry) > 0
+    assert viewer["count"] > 0 and viewer["positions"]  # the 3D view's points (demo.viewer3d)
     by_name = {Path(p).name: Path(p) for p in downloads}
     assert {"scene.glb", "instances.glb", "features.glb", "points.ply", "summary.json", "scene.npz",
             "masks.zip", "colmap.zip"} <= set(by_name)
@@ -90,18 +91,19 @@ def test_upload_then_question_and_the_api_key_stays_secret(app, photos, vlm_serv
                        model_name="", api_key="", mode="agent", api_name="/ask")
     requests_before = len(vlm_server.state.requests)
 
-    answer, viewer, overlays, table, trace = ask(client, "Where is the red cube?", vlm_server.url, api_key=API_KEY)
+    answer, viewer, overlays, table, trace, answer_views = ask(client, "Where is the red cube?", vlm_server.url,
+                                                               api_key=API_KEY)
 
     assert answer.startswith("**") and "Instances:" in answer
     assert "VLM calls" in trace and "*answer*" in trace
     assert re.search(r"<td>[a-z]+ (cube|sphere|cone|object)</td>", table), "the agent's instance names are not shown"
-    assert len(overlays) == 3 and len(trimesh.load(viewer).geometry) > 0
+    assert len(overlays) == 3 and viewer["count"] > 0
     sent = vlm_server.state.requests[requests_before:]
     assert sent, "the question never reached the VLM server"
     assert any(API_KEY in str(request) for request in sent), "the typed key was not used for the VLM"
 
     responses = repr((reconstructed, answer, table, trace))
-    returned_files = [Path(viewer), *(Path(item["image"]) for item in overlays)]
+    returned_files = [Path(item["image"]) for item in [*overlays, *answer_views]]
     assert API_KEY not in responses
     assert not [p.name for p in returned_files if API_KEY.encode() in p.read_bytes()]
     assert API_KEY not in app.log_text()

@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from iggt.checkpoints import CheckpointError, apply_state_dict, read_config, read_state_dict
 from iggt.config import IGGTConfig
-from iggt.model.checkpoint import (
-    CheckpointError,
-    apply_state_dict,
-    load_checkpoint_file,
-    load_model,
-    load_official_weights,
-    read_state_dict,
-)
+from iggt.loading import load_checkpoint_file, load_model, load_official_weights, save_model
 from iggt.model.iggt import IGGT
 
 REFERENCE = Path(__file__).resolve().parent / "data"
@@ -96,27 +90,117 @@ def test_unused_official_weights_are_buffers_not_parameters():
             assert name not in parameters, name
 
 
+# ----------------------------------------------------------------------------- files the release accepts
+
+
+@pytest.fixture(scope="module")
+def meta_1b() -> IGGT:
+    with torch.device("meta"):
+        return IGGT(IGGTConfig.from_preset("iggt-1b"))
+
+
+def official_listing_state(drop: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """A state dict shaped like the released checkpoint's listing (meta tensors), with changes."""
+    shapes = reference_state_dict("iggt-official-state-dict.json")
+    state = {name: torch.empty(shape, device="meta") for name, shape in shapes.items() if not name.startswith(drop)}
+    state.update({name: torch.empty(3, device="meta") for name in extra})
+    return state
+
+
+def test_the_released_listing_loads_without_problems(meta_1b):
+    report = apply_state_dict(meta_1b, official_listing_state(), source="official.pt",
+                              unused=meta_1b.state_entries_unused_by_forward())
+    assert report.problems() == [] and report.warnings() == []
+    assert report.skipped and all(name.startswith("track_head.") for name in report.skipped)
+
+
+def test_entries_the_forward_never_reads_may_be_missing_and_extra_entries_are_accepted(meta_1b, caplog):
+    """As the release's `load_state_dict(strict=False)`: loaded, with every difference in the log."""
+    never_read = ("aggregator.patch_embed.mask_token", "part_head.norm.", "part_head.projects.",
+                  "part_head.resize_layers.", "part_head.cross_attention_1.",
+                  "part_head.window_cross_attention.relative_position_index_OCA",
+                  "part_head.window_self_atten.relative_position_index_SA",
+                  "part_adaptor.resize_layers.0.1.input_proj.1.num_batches_tracked")
+    state = official_listing_state(drop=never_read, extra=("optimizer_step", "sam.image_encoder.x"))
+    with caplog.at_level(logging.WARNING, logger="iggt.checkpoints"):
+        report = apply_state_dict(meta_1b, state, source="hub.pt", unused=meta_1b.state_entries_unused_by_forward())
+    assert report.problems() == []
+    assert len(report.missing) > len(never_read) and report.missing_but_used == []
+    assert report.unexpected == ["optimizer_step", "sam.image_encoder.x"]
+    assert "unexpected: sam.image_encoder.x (ignored)" in caplog.text
+    assert "missing: part_head.cross_attention_1.proj.weight (not read by the forward pass)" in caplog.text
+
+
+def test_a_missing_entry_that_the_forward_reads_is_refused_by_name(meta_1b):
+    state = official_listing_state(drop=("part_head.cross_attention_2.projq.", "aggregator.frame_blocks.3.attn.qkv.weight"))
+    with pytest.raises(CheckpointError) as error:
+        apply_state_dict(meta_1b, state, source="hub.pt", unused=meta_1b.state_entries_unused_by_forward())
+    message = str(error.value)
+    assert "3 problems" in message
+    for name in ("part_head.cross_attention_2.projq.weight", "part_head.cross_attention_2.projq.bias",
+                 "aggregator.frame_blocks.3.attn.qkv.weight"):
+        assert f"missing: {name} (used by the forward pass)" in message
+
+
+def test_a_model_trained_with_the_extra_attention_needs_its_weights():
+    with torch.device("meta"):
+        legacy = IGGT(IGGTConfig.from_preset("iggt-1b").replace(apply_discarded_cross_attention=True))
+    assert not any(".cross_attention_1." in name for name in legacy.state_entries_unused_by_forward())
+
+
+def test_an_official_style_file_without_unused_entries_loads_end_to_end(tiny, tmp_path):
+    """Wrapped, ``module.``-prefixed, with extras and without the entries nothing reads: same outputs."""
+    unused = tiny.state_entries_unused_by_forward()
+    state = {f"module.{k}": v for k, v in tiny.state_dict().items() if k not in unused}
+    state["module.track_head.fnet.weight"] = torch.zeros(2)
+    state["module.extra.step"] = torch.zeros(1)
+    torch.save({"model": state}, tmp_path / "IGGT.pth")
+    (tmp_path / "config.json").write_text(tiny.config.to_json())
+    model = load_model(tmp_path / "IGGT.pth")
+    assert model.load_report.problems() == [] and sorted(model.load_report.missing) == sorted(unused)
+    assert model.load_report.unexpected == ["extra.step"]
+    assert_same_outputs(tiny, model)
+
+
 # ----------------------------------------------------------------------------- our format
 
 
-def test_save_pretrained_round_trip(tiny, tmp_path):
-    tiny.save_pretrained(tmp_path / "saved")
+def test_save_and_load_round_trip(tiny, tmp_path):
+    save_model(tiny, tmp_path / "saved")
     assert IGGTConfig.from_dict(json.loads((tmp_path / "saved" / "config.json").read_text())) == tiny.config
-    loaded = IGGT.from_pretrained(tmp_path / "saved")
+    loaded = load_model(tmp_path / "saved")
     assert loaded.config == tiny.config and not loaded.training
+    assert loaded.load_report.problems() == [] and loaded.load_report.warnings() == []
     assert_same_outputs(tiny, loaded)
-    via_helper = load_model(tmp_path / "saved")
-    assert via_helper.load_report.problems() == []
-    assert_same_outputs(tiny, via_helper)
 
 
-def test_from_pretrained_is_strict_about_foreign_weights(tiny, tmp_path):
-    tiny.save_pretrained(tmp_path / "saved")
+def test_loading_refuses_weights_of_another_shape(tiny, tmp_path):
+    save_model(tiny, tmp_path / "saved")
     config = json.loads((tmp_path / "saved" / "config.json").read_text())
     config["dpt_features"] = config["instance_features"] = 16
     (tmp_path / "saved" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="shape mismatch: depth_head"):
-        IGGT.from_pretrained(tmp_path / "saved")
+        load_model(tmp_path / "saved")
+
+
+def test_a_config_saved_before_the_head_field_keeps_the_head_it_was_trained_with(tiny, tmp_path):
+    """Models saved before `apply_discarded_cross_attention` existed were trained with it applied."""
+    save_model(tiny, tmp_path / "old")
+    values = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert values.pop("apply_discarded_cross_attention") is False
+    (tmp_path / "old" / "config.json").write_text(json.dumps(values))
+    assert read_config(tmp_path / "old" / "config.json").apply_discarded_cross_attention is True
+    old = load_model(tmp_path / "old")
+    assert old.part_head.apply_discarded_cross_attention
+    assert not torch.equal(outputs(old)["features"], outputs(tiny)["features"])  # the behaviour differs
+    torch.testing.assert_close(outputs(old)["depth"], outputs(tiny)["depth"], atol=0, rtol=0)
+
+
+def test_the_shipped_model_states_its_instance_head():
+    from iggt.reconstruct import DEFAULT_CHECKPOINT
+
+    values = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
+    assert "apply_discarded_cross_attention" in values
 
 
 # ----------------------------------------------------------------------------- released formats
@@ -153,7 +237,7 @@ def test_vggt_checkpoint_loads_geometry_and_keeps_instance_branch_fresh(tiny, tm
     torch.save(geometry, tmp_path / "vggt.pt")
     model, report = load_checkpoint_file(tmp_path / "vggt.pt", tiny.config)
     assert report.missing and all(name.startswith(("part_adaptor.", "part_head.")) for name in report.missing)
-    assert report.problems(("part_adaptor.", "part_head.")) == []
+    assert report.problems() == [] and report.missing_but_used == []
     torch.testing.assert_close(model.aggregator.camera_token, tiny.aggregator.camera_token)
 
 
@@ -164,7 +248,7 @@ def test_official_weights_initialise_an_existing_model(tiny, tmp_path):
     report = load_official_weights(model, "vggt", tmp_path / "vggt.pt")
     assert model.load_report is report and report.missing
     torch.testing.assert_close(model.camera_head.embed_pose.weight, tiny.camera_head.embed_pose.weight)
-    with pytest.raises(CheckpointError, match="missing: part_adaptor"):
+    with pytest.raises(CheckpointError, match=r"missing: part_adaptor\.norm\.bias \(used by the forward pass\)"):
         load_official_weights(IGGT(tiny.config), "iggt", tmp_path / "vggt.pt")
     with pytest.raises(ValueError, match="expected 'iggt' or 'vggt'"):
         load_official_weights(model, "dino", tmp_path / "vggt.pt")
@@ -179,13 +263,13 @@ def test_strict_loading_lists_every_problem(tiny, caplog):
     with pytest.raises(CheckpointError) as error:
         apply_state_dict(model, state, source="test.pt")
     message = str(error.value)
-    assert "test.pt" in message and "3 problems" in message
-    assert "missing: camera_head.embed_pose.bias" in message
-    assert "unexpected: aggregator.extra" in message
+    assert "test.pt" in message and "2 problems" in message
+    assert "missing: camera_head.embed_pose.bias (used by the forward pass)" in message
     assert "shape mismatch: depth_head.norm.weight is [5] in the file" in message
-    with caplog.at_level(logging.WARNING, logger="iggt.model.checkpoint"):
+    assert "aggregator.extra" not in message  # extra entries are accepted, as by the release
+    with caplog.at_level(logging.WARNING, logger="iggt.checkpoints"):
         report = apply_state_dict(model, state, source="test.pt", strict=False)
-    assert "unexpected: aggregator.extra" in caplog.text  # non-strict loading is never silent
+    assert "unexpected: aggregator.extra (ignored)" in caplog.text  # non-strict loading is never silent
     assert report.missing == ["camera_head.embed_pose.bias"]
     assert report.shape_mismatches == [("depth_head.norm.weight", (5,), tuple(model.depth_head.norm.weight.shape))]
     assert report.unexpected == ["aggregator.extra"]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from iggt.__main__ import main
 from iggt.config import IGGTConfig
+from iggt.loading import save_model
 from iggt.model.iggt import IGGT
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """Three photos of coloured blocks and a tiny model saved with save_pretrained."""
+    """Three photos of coloured blocks and a tiny model saved with save_model."""
     root = tmp_path_factory.mktemp("cli")
     (root / "photos").mkdir()
     rng = np.random.default_rng(3)
@@ -38,7 +39,7 @@ def workspace(tmp_path_factory) -> Path:
         photo = np.clip(photo + rng.integers(-10, 10, photo.shape), 0, 255).astype(np.uint8)
         Image.fromarray(photo).save(root / "photos" / f"shot{index}.jpg")
     torch.manual_seed(0)
-    IGGT(IGGTConfig.from_preset("tiny")).save_pretrained(root / "tiny")
+    save_model(IGGT(IGGTConfig.from_preset("tiny")), root / "tiny")
     return root
 
 
@@ -117,3 +118,18 @@ def test_bad_input_gives_exit_code_2_and_a_message(workspace, monkeypatch, capsy
     assert main(["reconstruct", *args, "--out", "bad", *checkpoint]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_defect_is_logged_with_its_traceback_and_called_a_fault_of_the_software(workspace, monkeypatch, capsys,
+                                                                                 caplog):
+    import iggt.cli_reconstruct
+
+    def defect(args):
+        return np.zeros(2).reshape(3)  # numpy's own ValueError: not the user's mistake
+
+    monkeypatch.setattr(iggt.cli_reconstruct, "run", defect)
+    monkeypatch.chdir(workspace)
+    assert main(["reconstruct", "photos", "--out", "o"]) == 1
+    assert "fault of the software" in capsys.readouterr().err
+    (record,) = [r for r in caplog.records if r.name == "iggt"]
+    assert record.exc_info is not None and "cannot reshape" in str(record.exc_info[1])

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from iggt.data.scene_format import load_scene_record
+from iggt.data.synthetic import GeneratorConfig, generate_dataset
 from iggt.geometry import unproject_depth
 from iggt.training.dataset import (DatasetConfig, SameShapeBatchSampler, SceneDataset, ViewRequest, collate_views,
                                    crop_and_resize, select_views)
-from iggt.training.scene_format import load_scene_record
-from iggt.training.synthetic import GeneratorConfig, generate_dataset
 
 NO_JITTER = DatasetConfig(image_size=112, brightness=0, contrast=0, saturation=0, hue=0)
 

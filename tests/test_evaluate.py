@@ -5,13 +5,14 @@ import math
 import numpy as np
 import pytest
 
+from iggt.data.oracle import oracle_scene
+from iggt.data.scene_format import save_scene_record
+from iggt.data.synthetic import GeneratorConfig, generate_scene
 from iggt.evaluation import baselines, evaluate
 from iggt.instances import ClusteringConfig
-from iggt.model.checkpoint import load_model
+from iggt.loading import load_model
 from iggt.reconstruct import Reconstructor
 from iggt.scene import Scene, ViewTransform
-from iggt.training.scene_format import save_scene_record
-from iggt.training.synthetic import GeneratorConfig, generate_scene, oracle_scene
 
 TINY_SCENES = GeneratorConfig(num_views=3, image_size=(112, 112), object_count=(2, 4))
 TINY_CLUSTERING = ClusteringConfig.from_preset("medium", min_cluster_size=100, min_samples=20)
@@ -167,7 +168,10 @@ def test_runner_writes_report_and_survives_a_broken_scene(tmp_path):
     oracle_objects = saved["scenes"][0]["tracked_objects"]["oracle"]
     assert {o["gt_id"] for o in oracle_objects} <= set(np.unique(records[0].instance_ids).tolist()) - {0}
     report = (out / "report.md").read_text()
-    assert "| Method | T-mIoU | T-SR |" in report and "Oracle" in report and "c_broken" in report
+    assert "| Method | T-mIoU (strict) | T-SR | matched mIoU (release) | matches |" in report
+    assert "Oracle" in report and "c_broken" in report
+    for figures in methods.values():  # the release's matched mIoU only averages matches of IoU >= 0.5
+        assert figures["matched_miou"] is None or figures["matched_miou"] >= 0.5
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "per_scene.png" in pngs and len([p for p in pngs if p.startswith("masks_")]) == 2
     for name in pngs:
@@ -187,3 +191,17 @@ def test_evaluate_command_reports_a_missing_folder_in_one_line(tmp_path, capsys)
     code = main(["evaluate", "--data", str(tmp_path / "missing"), "--checkpoint", "tiny", "--out", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err.strip() == f"error: Scene folder not found: {tmp_path / 'missing'}"
+
+
+def test_evaluate_command_fails_when_a_scene_failed_unless_failures_are_allowed(tmp_path, capsys):
+    from iggt.__main__ import main
+
+    data = tmp_path / "data"
+    save_scene_record(generate_scene(10_000, RUNNER_SCENES), data / "a_scene")
+    save_scene_record(generate_scene(10_001, RUNNER_SCENES), data / "b_broken")
+    (data / "b_broken" / "depth" / "001.png").write_bytes(b"not a png")
+    command = ["evaluate", "--data", str(data), "--checkpoint", "tiny", "--out", str(tmp_path / "out"),
+               "--no-baselines", "--device", "cpu"]
+    assert main(command) == 1
+    assert "1 scene(s) failed" in capsys.readouterr().err
+    assert main([*command, "--allow-failures"]) == 0

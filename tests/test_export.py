@@ -10,7 +10,7 @@ from PIL import Image
 
 from iggt.export import (
     FORMATS, PointCloudOptions, export_all, export_glb, feature_pca_colors, instance_overlays, select_points,
-    write_colmap, write_instance_masks, write_ply,
+    upsample_labels, write_colmap, write_instance_masks, write_ply,
 )
 from iggt.geometry import unproject_depth
 from iggt.instances import describe_instances
@@ -122,8 +122,9 @@ def test_masks_are_16bit_ids_plus_overlays(tmp_path):
     scene = make_scene()
     written = write_instance_masks(scene, tmp_path / "masks")
     assert len(written) == 2 * scene.num_views
-    ids = np.array(Image.open(tmp_path / "masks" / "001_photo_1_ids.png"))
-    assert ids.dtype in (np.uint16, np.int32) and (ids == scene.instances.labels[1] + 1).all()
+    ids = np.array(Image.open(tmp_path / "masks" / "001_photo_1_ids.png"))  # at the photo's size, twice the input
+    assert ids.dtype in (np.uint16, np.int32) and ids.shape == scene.view_transforms[1].original_size
+    assert (ids[::2, ::2] == scene.instances.labels[1] + 1).mean() > 0.95
     overlay = Image.open(tmp_path / "masks" / "001_photo_1_overlay.png")
     assert overlay.mode == "RGB" and overlay.size == (42, 28)
     pixels = np.array(overlay)
@@ -195,3 +196,19 @@ def test_export_all_refuses_masks_without_instances_and_unknown_formats(tmp_path
     with pytest.raises(ValueError, match="unknown export format"):
         export_all(make_scene(), tmp_path, formats=["obj"])
     assert set(FORMATS) >= {"glb", "ply", "masks", "json", "colmap", "scene"}
+
+
+def test_upsampled_labels_have_smooth_edges_not_blocks():
+    """A diagonal edge between two instances, upsampled 8x: the edge moves by about one photo pixel per
+    row (as the bilinear features do), not in steps of 8 as nearest-neighbour upsampling would."""
+    scene = make_scene(views=1, height=16, width=16)
+    yy, xx = np.mgrid[:16, :16]
+    labels = np.where(xx > yy, 1, 0)[None]
+    scene.features = np.stack([labels[0] * 2.0 - 1.0, np.zeros((16, 16))] + [np.zeros((16, 16))] * 6,
+                              axis=-1)[None].astype(np.float32)
+    scene.instances = describe_instances(labels, scene.points_from_depth, scene.images)
+    scene.view_transforms = [ViewTransform((128, 128), (16, 16))]
+    up = upsample_labels(scene, 0, (128, 128))
+    edge = np.array([np.argmax(row != row[0]) for row in up[8:100]])
+    steps = np.diff(edge)
+    assert set(np.unique(steps)) <= {0, 1, 2} and (steps > 0).mean() > 0.5

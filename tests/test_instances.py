@@ -230,12 +230,48 @@ def test_segment_instances_is_deterministic(scene_and_truth, segmented):
     np.testing.assert_array_equal(again.labels, segmented.labels)
 
 
-def test_sampled_clustering_agrees_with_the_official_full_method():
+def test_sampled_clustering_agrees_with_clustering_every_pixel():
     scene, _ = make_scene(views=2, height=42, width=70, seed=1)
     small_sample = replace(CONFIG, max_cluster_points=1500, max_references_per_cluster=50)
-    full = segment_instances(scene, replace(CONFIG, **OFFICIAL_METHOD))
+    full = segment_instances(scene, replace(CONFIG, max_cluster_points=None, max_references_per_cluster=None,
+                                            assignment_stride=1))
     fast = segment_instances(scene, small_sample)
     assert ari(fast.labels, full.labels) > 0.95
+
+
+def demo_clustering(scene: Scene, preset: str) -> np.ndarray:
+    """The released demo's clustering, written independently of `iggt.instances`: HDBSCAN of the
+    L2-normalised raw features of every pixel of every view (no smoothing, no confidence
+    filtering), then each noise pixel takes the label of its nearest non-noise pixel (exact 1-NN)."""
+    import hdbscan
+    from scipy.spatial import cKDTree
+
+    settings = ClusteringConfig.PRESETS[preset]
+    features = scene.features.reshape(-1, scene.features.shape[-1]).astype(np.float32)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    labels = hdbscan.HDBSCAN(min_cluster_size=settings["min_cluster_size"], min_samples=settings["min_samples"],
+                             cluster_selection_epsilon=settings["cluster_selection_epsilon"],
+                             allow_single_cluster=False).fit_predict(features)
+    noise = labels < 0
+    if noise.all():
+        return np.zeros(scene.features.shape[:3], np.int64)
+    _, nearest = cKDTree(features[~noise]).query(features[noise])
+    labels[noise] = labels[~noise][nearest]
+    return labels.reshape(scene.features.shape[:3])
+
+
+def test_the_official_method_is_the_released_demo_on_a_scene_whose_confidence_varies():
+    """Nothing is background, nothing smoothed: the partition equals the demo's (ARI 1)."""
+    scene, _ = make_scene(views=2, height=42, width=70, noise=0.12, seed=4)
+    rng = np.random.default_rng(5)
+    confidence = np.exp(rng.normal(1.0, 0.8, size=scene.depth.shape)).astype(np.float32) + 1.0
+    scene = replace(scene, depth_conf=confidence)
+    ours = segment_instances(scene, ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD))
+    assert (ours.labels >= 0).all()
+    assert ari(ours.labels, demo_clustering(scene, "medium")) == 1.0
+    dropping = segment_instances(scene, ClusteringConfig.from_preset("medium", **{**OFFICIAL_METHOD,
+                                                                                  "confidence_percentile": 10.0}))
+    assert (dropping.labels == BACKGROUND).mean() > 0.09  # what the default path does, for contrast
 
 
 def test_coarse_to_fine_assignment_matches_searching_every_pixel(scene_and_truth):

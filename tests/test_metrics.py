@@ -93,6 +93,31 @@ def test_objects_too_small_in_a_view_are_not_judged_there():
     assert metrics.tracking_metrics(gt, pred, min_view_fraction=0.05).t_sr == 1.0
 
 
+def test_matched_miou_counts_only_matches_of_at_least_half():
+    """The release's definition, by hand: one 10-pixel object, three predictions."""
+    gt = np.zeros((1, 4, 10), dtype=np.int32)
+    gt[0, 0] = 1  # object 1: row 0 (10 px)
+    gt[0, 1] = 2  # object 2: row 1 (10 px)
+    gt[0, 2, :4] = 3  # object 3: 4 px
+    pred = np.full(gt.shape, -1)
+    pred[0, 0, :8] = 0  # IoU 8/10 with object 1
+    pred[0, 1, :] = 1
+    pred[0, 3, :] = 1  # IoU 10/20 with object 2: exactly 0.5, kept
+    pred[0, 2, :1] = 2  # IoU 1/4 with object 3: a match below 0.5, dropped
+    matched = metrics.matched_instance_metrics(gt, pred)
+    assert matched.num_matches == 2
+    assert matched.matched_miou == pytest.approx((0.8 + 0.5) / 2)
+    assert matched.matched_pixel_accuracy == pytest.approx((8 / 10 + 10 / 10) / 2)
+    strict = metrics.tracking_metrics(gt, pred)
+    assert strict.t_miou == pytest.approx((0.8 + 0.5 + 0.25) / 3)  # the strict one counts every object
+
+
+def test_matched_miou_without_any_match_is_undefined():
+    gt = two_objects()
+    matched = metrics.matched_instance_metrics(gt, np.full(gt.shape, -1))
+    assert matched.num_matches == 0 and math.isnan(matched.matched_miou)
+
+
 # ---------------------------------------------------------------------------- segmentation
 
 

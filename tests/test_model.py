@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
+from iggt.checkpoints import read_config
 from iggt.config import PRESETS, IGGTConfig
 from iggt.geometry import pose_encoding_to_extrinsics_intrinsics
 from iggt.model.iggt import IGGT, Predictions
-from iggt.model.layers import PatchEmbedder, RotaryEmbedding2D
+from iggt.model.layers import Block, PatchEmbedder, RotaryEmbedding2D
 
 DENSE_FIELDS = ("depth", "depth_conf", "world_points", "world_points_conf", "instance_features")
 
@@ -141,6 +142,35 @@ def test_residual_stream_and_heads_stay_fp32_under_cpu_autocast(tiny):
     assert all(layer.dtype == torch.float32 for layer in layers.values())
 
 
+@pytest.mark.parametrize("dtype, pose_bound, dense_bound", [(torch.bfloat16, 5e-2, 5e-3), (torch.float16, 1e-2, 1e-3)])
+def test_reduced_precision_autocast_stays_close_to_fp32(tiny, dtype, pose_bound, dense_bound):
+    """The aggregator follows the autocast (its output moves), the heads compute in fp32: every
+    output stays within a bound of the fp32 forward (relative to the output's largest value)."""
+    x = images(3, 3, 56, 84)
+    with torch.inference_mode():
+        reference = tiny(x)
+        with torch.autocast("cpu", dtype=dtype):
+            reduced = tiny(x)
+    differences = {name: float((getattr(reduced, name) - getattr(reference, name)).abs().max()
+                               / getattr(reference, name).abs().max()) for name in ("pose_enc",) + DENSE_FIELDS}
+    assert differences["pose_enc"] < pose_bound, differences
+    assert all(differences[name] < dense_bound for name in DENSE_FIELDS), differences
+    assert max(differences.values()) > 0  # the autocast did apply
+
+
+def test_the_aggregator_returns_only_the_layers_asked_for(tiny):
+    x = images(2, 3, 28, 28)[None]
+    with torch.inference_mode():
+        assert tiny.aggregator(x, layers=()) == {}
+        assert list(tiny.aggregator(x, layers=(0,))) == [0]
+
+
+def test_block_norm_eps_reaches_every_layer_norm_including_the_qk_norm():
+    block = Block(32, 2, qk_norm=True, norm_eps=1e-6)
+    norms = [m for m in block.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 4 and {m.eps for m in norms} == {1e-6}
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(tiny):
     x = images(1, 2, 3, 28, 28, seed=6)
     gradients, block_calls = [], []
@@ -214,7 +244,7 @@ def test_config_round_trips_through_json(tmp_path):
     config = IGGTConfig.from_preset("small").replace(frames_chunk_size=3)
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
-    assert IGGTConfig.from_json(path) == config
+    assert read_config(path) == config
     assert IGGTConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown IGGTConfig fields: colour"):
         IGGTConfig.from_dict({**config.to_dict(), "colour": 1})

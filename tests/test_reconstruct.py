@@ -8,6 +8,7 @@ from PIL import Image
 
 from iggt.config import IGGTConfig
 from iggt.geometry import unproject_depth
+from iggt.loading import save_model
 from iggt.model.iggt import IGGT
 from iggt.reconstruct import DEFAULT_CHECKPOINT, Reconstructor, reconstruct, resolve_device, resolve_dtype
 from iggt.scene import Scene
@@ -33,7 +34,7 @@ def photos(tmp_path_factory) -> list:
 @pytest.fixture(scope="module")
 def scene_and_progress(tiny_model, photos) -> tuple[Scene, list]:
     steps = []
-    scene = Reconstructor(tiny_model, size=56)(photos, progress=lambda f, m: steps.append((f, m)))
+    scene = Reconstructor(tiny_model, size=56, grid_multiple=1)(photos, progress=lambda f, m: steps.append((f, m)))
     return scene, steps
 
 
@@ -53,6 +54,14 @@ def test_scene_has_the_contract_shapes_and_dtypes(scene_and_progress):
     assert scene.view_transforms[0].original_size == (60, 80) and scene.view_transforms[0].offset == (7, 0)
     assert scene.model_name.startswith("IGGT tiny")
     assert scene.instances is None
+
+
+def test_the_default_input_of_the_released_size_is_the_demos_even_grid(tiny_model, tmp_path):
+    """518 (the 1B model's size) gives 504 x 336 for a 3:2 photo, as the released demo's input."""
+    photo = tmp_path / "wide.png"
+    Image.fromarray(np.full((400, 600, 3), 128, np.uint8)).save(photo)
+    scene = Reconstructor(tiny_model, size=518)([photo])
+    assert scene.images.shape[1:3] == (336, 504)
 
 
 def test_points_from_depth_use_the_predicted_cameras(scene_and_progress):
@@ -101,9 +110,9 @@ def test_reduced_precision_keeps_fp32_outputs(tiny_model):
 
 
 def test_reconstruct_loads_a_saved_checkpoint(tiny_model, photos, tmp_path):
-    tiny_model.save_pretrained(tmp_path / "tiny")
+    save_model(tiny_model, tmp_path / "tiny")
     scene = reconstruct(photos[:2], tmp_path / "tiny", size=28)
     assert scene.num_views == 2 and "tiny" in scene.model_name
     if not DEFAULT_CHECKPOINT.exists():  # until the small model is trained and shipped
-        with pytest.raises(FileNotFoundError, match=r"shipped small model \(assets/iggt-small\) is missing"):
+        with pytest.raises(FileNotFoundError, match=r"shipped small model \(iggt/weights/iggt-small\) is missing"):
             reconstruct(photos[:2])

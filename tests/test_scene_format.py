@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iggt.training.scene_format import (SceneRecordError, list_scene_records, load_scene_record,
-                                        read_scene_meta, save_scene_record)
-from iggt.training.synthetic import GeneratorConfig, generate_scene
+from iggt.data.scene_format import (SceneRecordError, list_scene_records, load_scene_record,
+                                    read_scene_meta, save_scene_record)
+from iggt.data.synthetic import GeneratorConfig, generate_scene
 
 SMALL = GeneratorConfig(num_views=3, image_size=(48, 64), object_count=(3, 5))
 

@@ -4,10 +4,10 @@ import collections
 import numpy as np
 import pytest
 
+from iggt.data.oracle import oracle_scene
+from iggt.data.scene_format import load_scene_record, relative_extrinsics, semantic_index
+from iggt.data.synthetic import CATEGORIES, GeneratorConfig, generate_dataset, generate_scene, layout, scene_seed
 from iggt.geometry import unproject_depth
-from iggt.training import synthetic
-from iggt.training.scene_format import load_scene_record, relative_extrinsics
-from iggt.training.synthetic import CATEGORIES, GeneratorConfig, generate_dataset, generate_scene, oracle_scene
 
 SMALL = GeneratorConfig(num_views=4, image_size=(96, 128))
 TINY = GeneratorConfig(num_views=3, image_size=(28, 28))
@@ -40,7 +40,7 @@ def test_record_shapes_and_conventions(record):
     for obj in record.objects:
         mask = record.instance_ids == obj.id
         if mask.any():
-            assert set(np.unique(record.semantic[mask])) == {CATEGORIES.index(obj.category) + 1}
+            assert set(np.unique(record.semantic[mask])) == {semantic_index(CATEGORIES, obj.category)}
     assert (record.semantic[record.instance_ids == 0] == 0).all()
 
 
@@ -100,7 +100,7 @@ def test_variety_over_a_few_seeds():
 
 def test_objects_rest_on_the_floor_or_on_another_and_never_overlap():
     for seed in range(8):
-        objects = synthetic._place_objects(GeneratorConfig(stack_probability=0.8), np.random.default_rng(seed))
+        objects = layout.place_objects(GeneratorConfig(stack_probability=0.8), np.random.default_rng(seed))
         on_floor = [o for o in objects if abs(o.info.center[2] - o.info.size[2] / 2) < 1e-9]
         for o in objects:
             if o not in on_floor:
@@ -124,7 +124,7 @@ def test_generate_dataset_writes_loadable_scenes_and_resumes(tmp_path):
     paths = generate_dataset(tmp_path, 2, seed=3, config=TINY, progress=False)
     assert [p.name for p in paths] == ["scene_000000", "scene_000001"]
     first = load_scene_record(paths[0])
-    assert first.name == "scene_000000" and first.meta["seed"] == synthetic.scene_seed(3, 0)
+    assert first.name == "scene_000000" and first.meta["seed"] == scene_seed(3, 0)
     stamp = (paths[0] / "meta.json").stat().st_mtime_ns
     generate_dataset(tmp_path, 3, seed=3, config=TINY, progress=False)
     assert (paths[0] / "meta.json").stat().st_mtime_ns == stamp  # finished scenes are not redone

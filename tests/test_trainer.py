@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from iggt.training.trainer import TrainConfig, warmup_cosine
+from tools.app_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,8 @@ def test_paper_recipe_matches_the_paper():
     config = TrainConfig.from_yaml(REPO / "configs" / "paper-1b.yaml")
     assert (config.model.preset, config.model.init, config.run.mixed_precision) == ("iggt-1b", "vggt", "bf16")
     assert (config.optim.lr_backbone, config.optim.lr_heads) == (1e-6, 1e-5)
+    assert tuple(config.data.view_range) == (1, 12) and config.data.images_per_batch == 24  # 1-12 frames, 24 images
+    assert config.model.overrides.get("apply_discarded_cross_attention", False) is False  # the released head
 
 
 def test_yaml_values_and_overrides_are_converted(tmp_path):
@@ -89,7 +91,7 @@ def test_warmup_then_cosine():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    from iggt.training.synthetic import GeneratorConfig, generate_dataset
+    from iggt.data.synthetic import GeneratorConfig, generate_dataset
 
     root = tmp_path_factory.mktemp("scenes")
     generate_dataset(root, 3, seed=5, config=GeneratorConfig(num_views=3, image_size=(32, 32)), progress=False)
@@ -255,7 +257,7 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
     import torch
 
     from iggt.config import IGGTConfig
-    from iggt.model.iggt import IGGT
+    from iggt.loading import load_model
 
     data, run = tmp_path / "data", tmp_path / "run"
     command = [sys.executable, "-m", "iggt"]
@@ -268,7 +270,7 @@ def test_cli_generates_scenes_and_trains_the_tiny_preset(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"model saved to {run / 'model'}" in result.stdout
     assert {t.dtype for t in _weights(run / "model").values() if t.is_floating_point()} == {torch.float16}
-    model = IGGT.from_pretrained(str(run / "model"))
+    model = load_model(run / "model")
     assert model.config == IGGTConfig.from_preset("tiny")
     assert next(model.parameters()).dtype == torch.float32  # loading casts the half weights back
 
@@ -277,12 +279,13 @@ def test_init_from_our_export_or_official_weights_and_frozen_backbone(tmp_path):
     import torch
 
     from iggt.config import IGGTConfig
+    from iggt.loading import save_model
     from iggt.model.iggt import IGGT
     from iggt.training.trainer import Trainer
 
     torch.manual_seed(3)
     source = IGGT(IGGTConfig.from_preset("tiny"))
-    source.save_pretrained(str(tmp_path / "export"))
+    save_model(source, tmp_path / "export")
     config = TrainConfig.from_yaml(REPO / "configs" / "small-cpu.yaml", [
         "model.preset=tiny", "model.overrides={}", f"model.init={tmp_path / 'export'}", "optim.freeze_backbone=true",
         f"run.output_dir={tmp_path / 'run'}"])

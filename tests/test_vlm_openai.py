@@ -9,7 +9,7 @@ from grounding.highlight import highlight_instance
 from grounding.vlm import make_backend
 from grounding.vlm.base import parse_yes_no, yes_probability
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
-from vlm_test_server import start_test_server
+from grounding.vlm.seeing_server import start_test_server
 
 SECRET = "sk-test-0123456789-do-not-leak"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from iggt.training.synthetic import GeneratorConfig, generate_scene
+from iggt.data.synthetic import GeneratorConfig, generate_scene
 
 HERE = Path(__file__).resolve().parent
 SEEDS = (5, 7, 12)

@@ -13,8 +13,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import httpx
 import openai
 from PIL import Image
+
+from iggt.errors import IGGTError
 
 from .base import BaseVLM, Message, VLMAnswer
 
@@ -23,6 +26,33 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "OPENAI_API_KEY"
 LOCAL_SERVER_KEY = "not-needed"
 """Key sent to a self-hosted server when none is configured (those servers ignore it)."""
+CONNECT_TIMEOUT_S = 3.0
+"""Seconds to open a connection: a server that is down or a mistyped URL fails this fast."""
+
+
+class VLMUnavailable(IGGTError):
+    """The VLM server cannot be used (unreachable, or it refuses the key); the message says which."""
+
+
+def served_models(base_url: str, api_key: str | None = None, timeout: float = CONNECT_TIMEOUT_S) -> list[str]:
+    """The model ids an OpenAI-compatible server serves (``GET /v1/models``), in its order.
+
+    Also the quick check that the server is there before a question sends it dozens of requests:
+    `VLMUnavailable` when it cannot be reached or refuses the key; an empty list when it does not
+    list its models (the caller then needs a model name from the user).
+    """
+    client = openai.OpenAI(api_key=api_key or LOCAL_SERVER_KEY, base_url=base_url, timeout=timeout, max_retries=0)
+    try:
+        return [model.id for model in client.models.list()]
+    except openai.APIConnectionError as err:  # also timeouts
+        waited = f" (no answer within {timeout:g} s)" if isinstance(err, openai.APITimeoutError) else ""
+        raise VLMUnavailable(f"cannot reach the VLM server at {base_url}{waited}: "
+                             "check the URL and that the server is running") from None
+    except openai.AuthenticationError:
+        raise VLMUnavailable(f"the VLM server at {base_url} refused the API key (HTTP 401)") from None
+    except openai.APIStatusError as err:
+        log.info("%s does not list its models (HTTP %s)", base_url, err.status_code)
+        return []
 
 
 @dataclass(frozen=True)
@@ -36,6 +66,8 @@ class OpenAIConfig:
     """None = read ``OPENAI_API_KEY``."""
     timeout: float = 60.0
     """Seconds per request."""
+    connect_timeout: float = CONNECT_TIMEOUT_S
+    """Seconds to open a connection (short: an unreachable server should fail fast)."""
     max_retries: int = 3
     """Retries (with back-off) on timeouts, 429 and 5xx."""
     max_concurrency: int = 4
@@ -61,15 +93,19 @@ class OpenAIVLM(BaseVLM):
         api_key = config.api_key or os.environ.get(API_KEY_ENV)
         if not api_key:
             if config.base_url is None:
-                raise ValueError(f"no OpenAI API key: set {API_KEY_ENV} or pass api_key "
+                raise IGGTError(f"no OpenAI API key: set {API_KEY_ENV} or pass api_key "
                                  "(or give --base-url of a self-hosted server)")
             api_key = LOCAL_SERVER_KEY
         self.config = config
         self.name = f"openai:{config.model}"
         self._secret = api_key
-        self._client = openai.OpenAI(api_key=api_key, base_url=config.base_url, timeout=config.timeout,
+        self._client = openai.OpenAI(api_key=api_key, base_url=config.base_url,
+                                     timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
                                      max_retries=config.max_retries)
         self._logprobs_supported = config.top_logprobs > 0
+        self._unreachable: str | None = None
+        """Why the server could not be reached, once it could not (even after retries): later
+        requests fail at once with the same reason instead of each retrying for seconds."""
 
     def __repr__(self) -> str:
         return f"OpenAIVLM(model={self.config.model!r}, base_url={self.config.base_url!r})"
@@ -95,6 +131,8 @@ class OpenAIVLM(BaseVLM):
 
     def _ask(self, images: list[Image.Image], prompt: str, system: str | None,
              history: list[Message], want_logprobs: bool) -> VLMAnswer:
+        if self._unreachable is not None:
+            return VLMAnswer("", error=self._unreachable)
         request = dict(model=self.config.model, messages=self._messages(prompt, images, system, history),
                        temperature=self.config.temperature, max_tokens=self.config.max_tokens)
         if want_logprobs and self._logprobs_supported:
@@ -108,7 +146,10 @@ class OpenAIVLM(BaseVLM):
                 return self._ask(images, prompt, system, history, want_logprobs)
             return VLMAnswer("", error=self._describe_error(err))
         except openai.OpenAIError as err:
-            return VLMAnswer("", error=self._describe_error(err))
+            error = self._describe_error(err)
+            if isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError):
+                self._unreachable = error
+            return VLMAnswer("", error=error)
         if not response.choices:
             return VLMAnswer("", error="the server returned no choices")
         choice = response.choices[0]

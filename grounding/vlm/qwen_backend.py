@@ -6,12 +6,16 @@ to a pixel budget between ``min_pixels`` and ``max_pixels`` (multiples of 28 x 2
 """
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from .base import BaseVLM, Message, VLMAnswer, YesNo, YES_NO_INSTRUCTION
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
 _YES_WORDS = ("yes", "Yes", "YES", " yes", " Yes")
@@ -54,11 +58,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "mps" else torch.float32
 
 
+@functools.cache
 def _process_vision_info():
-    """``qwen_vl_utils.process_vision_info`` when it imports (it needs torchvision), else None."""
+    """``qwen_vl_utils.process_vision_info`` when it imports (it needs torchvision), else None
+    (logged once with the reason, since images are then resized by the processor instead)."""
     try:
         from qwen_vl_utils import process_vision_info
-    except Exception:  # ImportError, or a torchvision build that does not match torch
+    except Exception as error:  # ImportError, or a torchvision build that does not match torch
+        log.info("qwen_vl_utils unavailable (%s: %s); the processor resizes the images", type(error).__name__, error)
         return None
     return process_vision_info
 

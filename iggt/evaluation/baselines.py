@@ -8,7 +8,7 @@
   predicted point cloud and split the rest into 3D connected components (DBSCAN). It shows
   how much of the task the geometry alone solves in uncluttered scenes.
 * the oracle upper bound (perfect features through our clustering) needs the ground truth, so
-  the runner builds it with `iggt.training.synthetic.oracle_scene`.
+  the runner builds it with `iggt.data.oracle.oracle_scene`.
 
 Every function returns ``[S, H, W]`` int labels, negative = background, ids shared across views.
 """

@@ -1,6 +1,6 @@
 """The evaluate command: run the model and the baselines on scene records, score them, write a report.
 
-For every scene record of a folder (the format of `iggt.training.scene_format`):
+For every scene record of a folder (the format of `iggt.data.scene_format`):
 
 1. the ground truth is re-expressed with world = first camera (the model's convention) and
    unprojected to GT world points;
@@ -35,14 +35,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from iggt.data.oracle import oracle_scene
+from iggt.data.scene_format import SceneRecord, list_scene_records, load_scene_record, relative_extrinsics
 from iggt.evaluation import baselines, metrics
 from iggt.geometry import unproject_depth
 from iggt.instances import ClusteringConfig, instance_colors, segment_instances
+from iggt.progress import Progress
 from iggt.scene import BACKGROUND, Scene, ViewTransform
-from iggt.training.scene_format import SceneRecord, list_scene_records, load_scene_record
-from iggt.training.synthetic import oracle_scene, relative_extrinsics
-
-Progress = Callable[[float, str], None]
 
 BENCHMARK_SEED = 10_000
 BENCHMARK_COUNT = 20
@@ -54,20 +53,26 @@ METHOD_TITLES = {
     "geometry": "Baseline: geometry only (planes removed, DBSCAN)",
     "oracle": "Oracle: perfect features, same clustering",
 }
-INSTANCE_COLUMNS = {"t_miou": "T-mIoU", "t_sr": "T-SR", "ap": "AP", "ap50": "AP50", "ap_3d": "AP 3D",
+INSTANCE_COLUMNS = {"t_miou": "T-mIoU (strict)", "t_sr": "T-SR", "matched_miou": "matched mIoU (release)",
+                    "num_matches": "matches", "ap": "AP", "ap50": "AP50", "ap_3d": "AP 3D",
                     "ap50_3d": "AP50 3D", "miou_2d": "mIoU 2D", "miou_3d": "mIoU 3D"}
 GEOMETRY_COLUMNS = {"abs_rel_view": "AbsRel (view)", "delta1_view": "δ<1.25 (view)",
                     "abs_rel_scene": "AbsRel (scene)", "delta1_scene": "δ<1.25 (scene)",
                     "points_chamfer": "Chamfer (point head)", "depth_points_chamfer": "Chamfer (depth+cam)",
                     "rra@5": "RRA@5", "rta@5": "RTA@5", "rra@15": "RRA@15", "rta@15": "RTA@15", "auc@30": "AUC@30"}
-PERCENT_FIGURES = {"t_miou", "t_sr", "ap", "ap50", "ap_3d", "ap50_3d", "miou_2d", "miou_3d", "delta1_view",
+PERCENT_FIGURES = {"t_miou", "t_sr", "matched_miou", "matched_pixel_accuracy", "ap", "ap50", "ap_3d", "ap50_3d", "miou_2d", "miou_3d", "delta1_view",
                    "delta1_scene", "rra@5", "rta@5", "rra@15", "rta@15", "auc@30"}
+COUNT_FIGURES = {"num_matches", "num_gt_objects", "num_predicted_instances"}
 CLUSTERING_SHOWN = ("min_cluster_size", "min_samples", "cluster_selection_epsilon", "smoothing")
 DEFINITIONS = (
     "- **T-mIoU / T-SR** (multi-view tracking): predicted instances are matched to ground-truth objects once per "
     "scene (Hungarian on the IoU over all views together); T-mIoU = mean IoU of each object with its match "
     "(0 if none); an object is tracked (T-SR) when its per-view IoU with its match is >= 0.5 in every view where "
     "it covers >= 0.1 % of the image.",
+    "- **matched mIoU (release)**: the released code's metric (`evaluate_matched_instances`): Hungarian matching "
+    "on 1 - IoU (masks over all views together), matches kept at IoU >= 0.5, mean IoU over the kept matches only "
+    "(an object without such a match is not counted, so the figure is >= 50 % whenever defined); `matches` is "
+    "their number per scene. T-mIoU (strict) counts such an object as 0.",
     "- **AP / AP50**: class-agnostic instance AP, predictions ranked by size, IoU thresholds 0.5:0.05:0.95 "
     "(ScanNet) / 0.5, all-point interpolation; an unmatched prediction lying mostly on background (floor, walls) "
     "is ignored rather than a false positive; over the pixels of all views, and (3D) over the ground-truth "
@@ -96,9 +101,9 @@ class EvaluationConfig:
     data: Path
     """Folder of scene records (searched recursively)."""
     checkpoint: str
-    """Anything `iggt.model.checkpoint.load_model` accepts: folder, file, preset name, Hub id."""
+    """Anything `iggt.loading.load_model` accepts: folder, file, preset name, Hub id."""
     out: Path
-    clustering: ClusteringConfig = field(default_factory=lambda: ClusteringConfig.from_preset("large"))
+    clustering: ClusteringConfig = field(default_factory=lambda: ClusteringConfig.from_preset("medium"))
     """Used for the model, the per-view baseline and the oracle alike."""
     max_scenes: int | None = None
     baselines: bool = True
@@ -176,6 +181,7 @@ def instance_figures(record: SceneRecord, truth: GroundTruth,
     gt_ids = record.instance_ids
     tracking = metrics.tracking_metrics(gt_ids, labels)
     figures = tracking.summary()
+    figures.update(metrics.matched_instance_metrics(gt_ids, labels).summary())
     figures.update(metrics.instance_average_precision(gt_ids, labels).summary())
     semantic = record.semantic
     maps = [gt_ids, labels]
@@ -265,7 +271,7 @@ def _panel_views(num_views: int) -> np.ndarray:
 
 def make_reconstructor(checkpoint: str, device: str = "auto"):
     """The model of ``checkpoint`` wrapped for inference."""
-    from iggt.model.checkpoint import load_model
+    from iggt.loading import load_model
     from iggt.reconstruct import Reconstructor
 
     return Reconstructor(load_model(checkpoint), device=device)
@@ -357,7 +363,9 @@ def _json_ready(value):
 def _format(key: str, value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:.1f}" if key in PERCENT_FIGURES else f"{value:.3f}"
+    if key in PERCENT_FIGURES:
+        return f"{100 * value:.1f}"
+    return f"{value:.1f}" if key in COUNT_FIGURES else f"{value:.3f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -187,6 +187,43 @@ def tracking_metrics(gt_ids: np.ndarray, pred_labels: np.ndarray, *,
     )
 
 
+@dataclass
+class MatchedInstances:
+    """The released code's instance metric (``evaluate_matched_instances`` in its ``iggt/metrics.py``)."""
+
+    matched_miou: float
+    """Mean IoU over the Hungarian matches that reach ``MATCH_IOU``; unmatched objects do not count,
+    so it is never below 0.5 when defined (NaN without a match)."""
+    matched_pixel_accuracy: float
+    """Mean over those matches of (shared pixels / ground-truth pixels)."""
+    num_matches: int
+
+    def summary(self) -> dict[str, float]:
+        return {"matched_miou": self.matched_miou, "matched_pixel_accuracy": self.matched_pixel_accuracy,
+                "num_matches": float(self.num_matches)}
+
+
+MATCH_IOU = 0.5
+"""The released metric keeps a Hungarian match only at IoU >= this."""
+
+
+def matched_instance_metrics(gt_ids: np.ndarray, pred_labels: np.ndarray) -> MatchedInstances:
+    """The release's matched mIoU: Hungarian matching on 1 - IoU between ground-truth and predicted
+    masks (here over all views together, the masks our tracking uses), matches kept at IoU >= 0.5,
+    mean IoU and pixel accuracy over the kept matches. Unlike T-mIoU it ignores missed objects."""
+    overlap = label_overlap(gt_ids, pred_labels)
+    iou = overlap.iou()
+    kept = []
+    if iou.size:
+        rows, cols = linear_sum_assignment(1.0 - iou)
+        kept = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= MATCH_IOU]
+    return MatchedInstances(
+        matched_miou=nan_mean([iou[r, c] for r, c in kept]),
+        matched_pixel_accuracy=nan_mean([overlap.intersection[r, c] / overlap.gt_area[r] for r, c in kept]),
+        num_matches=len(kept),
+    )
+
+
 # ============================================================================ segmentation
 
 

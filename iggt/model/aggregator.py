@@ -89,13 +89,15 @@ class Aggregator(nn.Module):
 
         ``layers`` defaults to the layers the heads read (``config.head_layer_indices`` and the
         last layer, read by the camera head); only those are kept, so memory does not grow
-        with the depth.
+        with the depth, and no block after the last of them runs (none for ``layers=()``).
         """
         batch, views, _, height, width = images.shape
         grid_hw = patch_grid((height, width), self.config.patch_size)
         if layers is None:
             layers = (*self.config.head_layer_indices, self.config.depth - 1)
         wanted = set(layers)
+        if not wanted:
+            return {}
         images = (images - self._resnet_mean) / self._resnet_std
         patches = self.patch_embed(images.reshape(batch * views, 3, height, width))
         special = self._special_tokens(batch, views)

@@ -6,18 +6,16 @@ grows linearly with the number of views. The heads always compute in fp32 with a
 whatever autocast the caller wraps the model in (the aggregator follows the caller's autocast).
 
 Submodule names (``aggregator``, ``camera_head``, ``depth_head``, ``point_head``,
-``part_adaptor``, ``part_head``) are those of the released checkpoint.
+``part_adaptor``, ``part_head``) are those of the released checkpoint. Files and the Hub are
+`iggt.loading` (``load_model`` / ``save_model``): this module only computes.
 """
-# No `from __future__ import annotations` here: the Hub mixin reads the real `IGGTConfig`
-# annotation of `__init__` to rebuild the config from config.json.
+from __future__ import annotations
+
 import contextlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..config import IGGTConfig
@@ -68,13 +66,7 @@ def full_precision(device_type: str) -> Iterator[None]:
         yield
 
 
-class IGGT(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="iggt",
-    tags=["3d-reconstruction", "instance-segmentation", "multi-view"],
-    license="mit",
-):
+class IGGT(nn.Module):
     """Instance-grounded geometry transformer. ``IGGT(IGGTConfig.from_preset("small"))``."""
 
     def __init__(self, config: IGGTConfig):
@@ -88,7 +80,7 @@ class IGGT(
             )
         self.config = config
         self.load_report = None
-        """The `LoadReport` of the checkpoint these weights came from (set by the loaders), else None."""
+        """The `iggt.checkpoints.LoadReport` of the weights' checkpoint (set by `iggt.loading`), else None."""
         dim_in = config.head_dim_in
         dense = dict(
             patch_size=config.patch_size,
@@ -110,35 +102,24 @@ class IGGT(
             output_dim=config.instance_output_dim,
             patch_size=config.patch_size,
             out_channels=config.dpt_out_channels,
+            apply_discarded_cross_attention=config.apply_discarded_cross_attention,
         )
 
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        map_location: str = "cpu",
-        strict: bool = True,
-        **model_kwargs,
-    ) -> "IGGT":
-        """Hub-mixin hook: weights from ``model.safetensors``, checked entry by entry (strict by default)."""
-        from .checkpoint import WEIGHTS_NAME, apply_state_dict, hub_download, read_state_dict
+    def state_entries_unused_by_forward(self) -> set[str]:
+        """State-dict entries no forward pass reads, or that the model computes itself.
 
-        model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / WEIGHTS_NAME
-        else:
-            weights = hub_download(
-                model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                force_download=force_download, local_files_only=local_files_only, token=token,
-            )
-        model.load_report = apply_state_dict(model, read_state_dict(weights), source=str(weights), strict=strict)
-        return model.to(map_location).eval()
+        A checkpoint may lack them without changing any output: the released part head's
+        inherited DPT front end and DINOv2's ``mask_token`` (never read), the window index
+        tables (rebuilt by the constructor), BatchNorm's step counters (read only in training),
+        and ``cross_attention_1`` unless the model was trained with it.
+        """
+        never_read = ("aggregator.patch_embed.mask_token", "part_head.norm.", "part_head.projects.",
+                      "part_head.resize_layers.")
+        if not self.config.apply_discarded_cross_attention:
+            never_read += ("part_head.cross_attention_1.",)
+        return {name for name in self.state_dict()
+                if name.startswith(never_read) or ".relative_position_index_" in name
+                or name.endswith(".num_batches_tracked")}
 
     @staticmethod
     def _as_batch(images: Tensor, patch_size: int) -> Tensor:

@@ -2,8 +2,11 @@
 that fuses it coarse-to-fine while attending to the point head's geometry features.
 
 Head (``part_head``), per view:
-1. coarse levels (h x w, 2h x 2w) attend globally to the point head's fused maps
-   (``cross_attention_2``, ``cross_attention_1``; the attention output replaces the queries);
+1. the coarsest level (h x w) attends globally to the point head's fused map G4
+   (``cross_attention_2``; the attention output replaces the queries). The release also builds
+   ``cross_attention_1`` for the 2h x 2w level against G3 but discards its output: its weights
+   are kept (checkpoints load) and it is not computed, unless a model was trained with it
+   (``IGGTConfig.apply_discarded_cross_attention``);
 2. at 4h x 4w a shifted-window-style cross-attention (``window_cross_attention``, "SwinCA"):
    8x8 query windows attend to overlapping 12x12 key windows of the geometry map;
 3. at 8h x 8w a window self-attention with a convolution branch (``window_self_atten``, "SwinSA");
@@ -167,6 +170,19 @@ class UnusedWeights(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.zeros(weight_shape))
         self.register_buffer("bias", torch.zeros(bias_shape))
+
+
+class UnusedCrossAttention(nn.Module):
+    """``cross_attention_1`` as released: in the checkpoint, but its output is discarded.
+
+    Holds `TokenCrossAttention`'s entries as `UnusedWeights`, so the official checkpoint loads
+    entry for entry, no optimiser trains weights that cannot matter, and nothing is computed.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        for name in ("projq", "projk", "projv", "proj"):
+            self.add_module(name, UnusedWeights((width, width), (width,)))
 
 
 # --------------------------------------------------------------------------- adaptor
@@ -421,8 +437,10 @@ class InstanceHead(nn.Module):
         output_dim: int = 8,
         patch_size: int = 14,
         out_channels: tuple[int, int, int, int] = OFFICIAL_OUT_CHANNELS,
+        apply_discarded_cross_attention: bool = False,
     ):
         super().__init__()
+        self.apply_discarded_cross_attention = apply_discarded_cross_attention
         if features % WINDOW:
             raise ValueError(
                 f"instance head features must be a multiple of {WINDOW} (SwinCA cuts its query windows "
@@ -443,7 +461,8 @@ class InstanceHead(nn.Module):
         self.scratch = DPTScratch((features,) * 4, features, output_dim)
         heads = head_count(features, CROSS_ATTENTION_HEAD_DIM)
         self.cross_attention_2 = TokenCrossAttention(features, heads)
-        self.cross_attention_1 = TokenCrossAttention(features, heads)
+        self.cross_attention_1 = (TokenCrossAttention(features, heads) if apply_discarded_cross_attention
+                                  else UnusedCrossAttention(features))
         self.window_cross_attention = WindowCrossAttention(features, hidden=features // 4)
         self.window_self_atten = WindowSelfAttentionStage(features // 2, hidden=features // 4)
         for stage in (self.window_cross_attention, self.window_self_atten):
@@ -465,7 +484,13 @@ class InstanceHead(nn.Module):
                     "(the point head's features must match the instance head's width and grid)"
                 )
         x = self.cross_attention_2(scratch.refinenet4(l4, size=l3.shape[2:]), g4)
-        x = self.cross_attention_1(scratch.refinenet3(x, l3, size=l2.shape[2:]), g3)
+        x = scratch.refinenet3(x, l3, size=l2.shape[2:])
+        if self.apply_discarded_cross_attention:
+            # The release computes cross_attention_1(x, G3) here and never uses the result:
+            # refinenet2 receives refinenet3's output unchanged. Computing it only to drop it
+            # would waste a global attention per view, so the faithful path skips it; the weights
+            # stay in the model so that official checkpoints load entry for entry.
+            x = self.cross_attention_1(x, g3)
         x = self.window_cross_attention(scratch.refinenet2(x, l2, size=l1.shape[2:]), g2)
         x = self.window_self_atten(scratch.output_conv1(scratch.refinenet1(x, l1)))
         x = resize_bilinear(x, (grid_h * self.patch_size, grid_w * self.patch_size))

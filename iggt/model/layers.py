@@ -140,7 +140,7 @@ class Block(nn.Module):
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, rope=rope)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, rope=rope, norm_eps=norm_eps)
         self.ls1 = LayerScale(dim, layer_scale)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))

@@ -49,10 +49,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from iggt.training.synthetic import GeneratorConfig, generate_dataset
+    from iggt.data.synthetic import GeneratorConfig, generate_dataset
+    from iggt.errors import IGGTError
 
     if args.count < 1:
-        raise ValueError(f"--count must be at least 1, got {args.count}")
+        raise IGGTError(f"--count must be at least 1, got {args.count}")
     changes = {}
     if args.views is not None:
         changes["num_views"] = args.views

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from iggt.data.scene_format import (SceneRecord, list_scene_records, load_scene_record, read_scene_meta,
+                                    relative_extrinsics)
+from iggt.errors import IGGTError
 from iggt.geometry import unproject_depth
-from iggt.training.scene_format import (SceneRecord, list_scene_records, load_scene_record, read_scene_meta,
-                                        relative_extrinsics)
 
 PATCH = 14
 VIEW_SELECTIONS = ("window", "covisible")
@@ -65,7 +66,7 @@ class DatasetConfig:
         if self.max_stride < 1:
             problems.append(f"max_stride must be >= 1, got {self.max_stride}")
         if problems:
-            raise ValueError("Invalid DatasetConfig: " + "; ".join(problems))
+            raise IGGTError("Invalid DatasetConfig: " + "; ".join(problems))
 
     def output_size(self, aspect: float) -> tuple[int, int]:
         """(height, width), multiples of 14, long side ``image_size``, height / width close to ``aspect``."""
@@ -103,7 +104,7 @@ class SceneDataset(Dataset):
         self.image_sizes = [tuple(m["image_size"]) for m in metas]
         views = self.min_views if views is None else views
         if not 1 <= views <= self.min_views:
-            raise ValueError(f"views={views} per sample, but the scenes under {root} have "
+            raise IGGTError(f"views={views} per sample, but the scenes under {root} have "
                              f"{self.min_views} views (the fewest); choose 1..{self.min_views}")
         self.config, self.seed, self.views = config, seed, views
 
@@ -247,11 +248,11 @@ class SameShapeBatchSampler(Sampler[list[ViewRequest]]):
                  rank: int = 0, world_size: int = 1):
         low, high = view_range
         if not 1 <= low <= high:
-            raise ValueError(f"view_range must be (min, max) with 1 <= min <= max, got {view_range}")
+            raise IGGTError(f"view_range must be (min, max) with 1 <= min <= max, got {view_range}")
         if low > dataset.min_views:
-            raise ValueError(f"view_range starts at {low} views but some scenes have only {dataset.min_views}")
+            raise IGGTError(f"view_range starts at {low} views but some scenes have only {dataset.min_views}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in 0..world_size-1, got rank={rank}, world_size={world_size}")
+            raise IGGTError(f"rank must lie in 0..world_size-1, got rank={rank}, world_size={world_size}")
         self.dataset, self.images_per_batch, self.seed, self.shuffle = dataset, images_per_batch, seed, shuffle
         self.view_range = (low, min(high, dataset.min_views))
         self.endless, self.start_batch, self.rank, self.world_size = endless, start_batch, rank, world_size

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from iggt.errors import IGGTError
 from iggt.geometry import extrinsics_intrinsics_to_pose_encoding
 
 if TYPE_CHECKING:
@@ -69,13 +70,13 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.background not in ("instance", "ignore"):
-            raise ValueError(f"loss background must be 'instance' or 'ignore', got {self.background!r}")
+            raise IGGTError(f"loss background must be 'instance' or 'ignore', got {self.background!r}")
         if self.sampling not in ("uniform", "balanced"):
-            raise ValueError(f"loss sampling must be 'uniform' or 'balanced', got {self.sampling!r}")
+            raise IGGTError(f"loss sampling must be 'uniform' or 'balanced', got {self.sampling!r}")
         if self.pixels_per_view < 2:
-            raise ValueError(f"loss pixels_per_view must be at least 2, got {self.pixels_per_view}")
+            raise IGGTError(f"loss pixels_per_view must be at least 2, got {self.pixels_per_view}")
         if self.push_margin <= 0:
-            raise ValueError(f"loss push_margin must be positive, got {self.push_margin}")
+            raise IGGTError(f"loss push_margin must be positive, got {self.push_margin}")
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -6,7 +6,7 @@ A run is described by a `TrainConfig` (read from YAML, see ``configs/``) and wri
     train_config.yaml        the resolved configuration
     checkpoints/step_000500  `Accelerator.save_state` (model, optimizer, scheduler, RNG) + progress.json
     logs/                    TensorBoard
-    model/                   the final `save_pretrained` export (safetensors + config.json)
+    model/                   the final export (`iggt.loading.save_model`: safetensors + config.json)
 
 Reproducibility. Every optimizer step draws its data and its random numbers from
 ``(seed, step)`` only: the batches come from `SameShapeBatchSampler`'s seeded stream (resumed at
@@ -26,17 +26,17 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 import torch
 import yaml
 from torch.utils.data import DataLoader
 
 from iggt.config import IGGTConfig
+from iggt.errors import IGGTError
+from iggt.progress import Progress
 from iggt.training.dataset import DatasetConfig, SameShapeBatchSampler, SceneDataset, collate_views
 from iggt.training.losses import LossConfig, compute_losses
-
-Progress = Callable[[float, str], None]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -51,8 +51,8 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
     """`IGGTConfig` fields changed on top of the preset (e.g. ``gradient_checkpointing: true``)."""
     init: str = "scratch"
-    """``scratch``; ``vggt`` or ``iggt`` (official weights through `iggt.model.checkpoint`); or a
-    folder written by `save_pretrained` or a checkpoint file, whose shapes must match the preset."""
+    """``scratch``; ``vggt`` or ``iggt`` (official weights through `iggt.loading`); or a
+    folder written by `save_model` or a checkpoint file, whose shapes must match the preset."""
     init_weights: str | None = None
     """Local weights file for ``vggt``/``iggt`` (without it the loader fetches them from the Hub)."""
 
@@ -133,7 +133,7 @@ class TrainConfig:
         if min(self.run.checkpoint_every, self.run.log_every, self.run.keep_checkpoints) < 1:
             problems.append("run.checkpoint_every, run.log_every and run.keep_checkpoints must be at least 1")
         if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
+            raise IGGTError("invalid training config: " + "; ".join(problems))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
@@ -144,15 +144,15 @@ class TrainConfig:
         except FileNotFoundError:
             raise FileNotFoundError(f"training config not found: {path}") from None
         except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from None
+            raise IGGTError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: a training config is a mapping of sections (model, data, optim, loss, run)")
+            raise IGGTError(f"{path}: a training config is a mapping of sections (model, data, optim, loss, run)")
         for override in overrides:
             apply_override(values, override)
         try:
             return build_dataclass(cls, values, "")
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise IGGTError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,13 +162,13 @@ def apply_override(values: dict, override: str) -> None:
     """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (``1e-4``, ``true``, ``[1, 2]``)."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ValueError(f"an override looks like section.key=value, got {override!r}")
+        raise IGGTError(f"an override looks like section.key=value, got {override!r}")
     *parents, leaf = key.strip().split(".")
     target = values
     for part in parents:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise ValueError(f"override {override!r}: {part} is not a section")
+            raise IGGTError(f"override {override!r}: {part} is not a section")
     target[leaf] = yaml.safe_load(raw)
 
 
@@ -178,13 +178,13 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     Unknown keys and values of the wrong type raise a `ValueError` naming the key.
     """
     if not isinstance(values, Mapping):
-        raise ValueError(f"{where or 'the config'} must be a mapping, got {values!r}")
+        raise IGGTError(f"{where or 'the config'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         section = f" in section {where!r}" if where else ""
-        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{section}; "
+        raise IGGTError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{section}; "
                          f"known keys: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in values.items():
@@ -193,7 +193,7 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        raise ValueError(str(error)) from None
+        raise IGGTError(str(error)) from None
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
@@ -210,19 +210,19 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if word in args:
             value = word  # YAML reads an unquoted no (yes, off, on) as a boolean
         if value not in args:
-            raise ValueError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise IGGTError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"{key} must be a list of {len(args)} values, got {value!r}")
+            raise IGGTError(f"{key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_convert(a, v, key) for a, v in zip(args, value))
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{key} must be a mapping, got {value!r}")
+            raise IGGTError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
+            raise IGGTError(f"{key} must be true or false, got {value!r}")
         return value
     if hint in (int, float):
         # YAML reads "1e-6" (no dot) as a string, so numbers are also accepted as text.
@@ -231,11 +231,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         except (TypeError, ValueError):
             number = math.nan
         if math.isnan(number) or (hint is int and number != int(number)):
-            raise ValueError(f"{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+            raise IGGTError(f"{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
         return hint(number)
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key} must be text, got {value!r}")
+            raise IGGTError(f"{key} must be text, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {hint} for {key}")
 
@@ -279,7 +279,7 @@ class Trainer:
     def build_model(self) -> torch.nn.Module:
         """The network of ``model.preset`` + ``overrides``, initialised as ``model.init`` says;
         the backbone frozen if asked."""
-        from iggt.model import checkpoint
+        from iggt.loading import load_checkpoint_file, load_official_weights
         from iggt.model.iggt import IGGT
 
         section = self.config.model
@@ -288,14 +288,14 @@ class Trainer:
             model = IGGT(model_config)
         elif section.init in ("vggt", "iggt"):
             model = IGGT(model_config)
-            checkpoint.load_official_weights(model, section.init, section.init_weights)
+            load_official_weights(model, section.init, section.init_weights)
         else:
             path = Path(section.init)
             weights = path / "model.safetensors" if path.is_dir() else path
             if not weights.is_file():
-                raise FileNotFoundError(f"model.init must be scratch, vggt, iggt, a folder written by save_pretrained "
+                raise FileNotFoundError(f"model.init must be scratch, vggt, iggt, a folder written by save_model "
                                         f"or a checkpoint file; {weights} does not exist")
-            model, _ = checkpoint.load_checkpoint_file(weights, model_config)
+            model, _ = load_checkpoint_file(weights, model_config)
         if self.config.optim.freeze_backbone:
             model.aggregator.requires_grad_(False)
         return model.train()
@@ -346,15 +346,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def export(self, model: torch.nn.Module) -> Path:
-        """``save_pretrained`` into ``output_dir/model`` (in ``run.export_dtype``)."""
+        """`save_model` into ``output_dir/model`` (in ``run.export_dtype``)."""
+        from iggt.loading import save_model
+
         folder = self.output_dir / "model"
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(model)
-            if self.config.run.export_dtype == "float16":
-                import copy
-
-                model = copy.deepcopy(model).half()
-            model.save_pretrained(str(folder))
+            dtype = torch.float16 if self.config.run.export_dtype == "float16" else None
+            save_model(self.accelerator.unwrap_model(model), folder, dtype=dtype)
         self.accelerator.wait_for_everyone()
         return folder
 

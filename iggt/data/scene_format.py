@@ -35,6 +35,7 @@ Everything else round-trips exactly.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def relative_extrinsics(extrinsics: np.ndarray) -> np.ndarray:
     homogeneous = np.zeros((len(extrinsics), 4, 4))
     homogeneous[:, :3], homogeneous[:, 3, 3] = extrinsics, 1.0
     return (homogeneous @ np.linalg.inv(homogeneous[0]))[:, :3].astype(np.float32)
+
+
+def semantic_index(categories: Sequence[str], name: str) -> int:
+    """What a semantic map stores for category ``name``: its 1-based index in ``categories`` (0 = background)."""
+    return list(categories).index(name) + 1
 
 
 class SceneRecordError(IGGTError):

@@ -1,8 +1,10 @@
 """A local OpenAI-compatible chat server that really looks at the images it is sent.
 
-It stands in for a VLM in tests and benchmarks: `start_server()` runs it on 127.0.0.1 in a
-thread and the `openai` client talks to it over HTTP at ``/v1/chat/completions``. Answers are
-computed from the pictures, never from hidden knowledge of the scene:
+It stands in for a VLM in tests, benchmarks and offline trials of the app (``python -m
+grounding.vlm.seeing_server`` serves it alone): `start_server()` runs it on 127.0.0.1 in a
+thread and the `openai` client talks to it over HTTP at ``/v1/chat/completions`` (its models
+are listed at ``/v1/models``). Answers are computed from the pictures, never from hidden
+knowledge of the scene:
 
 * the outlined object of a highlight (magenta outline, see `grounding.highlight`) is found
   by filling the outline; its colour is the median hue of its pixels, its shape comes from
@@ -50,6 +52,8 @@ SHAPES = ("cube", "sphere", "cone")
 SHAPE_WORDS = {"cube": "cube", "box": "cube", "block": "cube", "sphere": "sphere", "ball": "sphere",
                "cone": "cone"}
 MIN_REGION = 24
+SERVED_MODELS = ("seeing", "seeing-logprobs")
+"""What ``GET /v1/models`` lists (every misbehaving name is answered too, but not listed)."""
 
 
 @dataclass
@@ -361,6 +365,13 @@ def _handler(state: TestServer):
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                 pass
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") != "/v1/models":
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            self._send(200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
+                                                          "owned_by": "test"} for model in SERVED_MODELS]})
 
         def do_POST(self) -> None:
             if self.path.rstrip("/") != "/v1/chat/completions":

@@ -1,0 +1,309 @@
+"""The page's 3D view: a small WebGL point viewer inside `gr.HTML`.
+
+Why not `gr.Model3D`: it draws glTF points one pixel wide and starts far away and side-on.
+This viewer draws every point as a square sized to the patch of surface it stands for (so the
+cloud looks solid at any zoom), starts at the first camera's viewpoint looking at the scene,
+draws camera frustums and the box of the selected instance with lines a few pixels wide, and
+orbits (drag), pans (right or shift drag), zooms (wheel) and goes back to the start (double click).
+
+The scene travels inside the component's value (`viewer_value`): positions as float16 around
+their median, colours as uint8, sizes as uint8, all base64; about 1.3 MB for 100 000 points.
+The world is the scene's (OpenCV, first camera = origin), so the start pose needs no transform.
+"""
+from __future__ import annotations
+
+import base64
+import colorsys
+
+import gradio as gr
+import numpy as np
+
+from iggt.export import PointCloudOptions, select_points
+from iggt.geometry import invert_extrinsics
+from iggt.scene import Scene
+
+MAX_POINTS = 150_000
+"""Larger clouds are thinned (fixed seed) to keep the page light."""
+POINT_FOOTPRINT = 1.4
+"""A point is drawn this many times the width of the pixel it was seen through (no gaps between neighbours)."""
+FRUSTUM_SHARE = 0.07
+"""Frustum depth as a share of the median depth seen by the first camera."""
+START_PULL_BACK = 0.3
+"""The start pose is the first camera moved back by this share of the median depth, so its frustum shows."""
+HIGHLIGHT_COLOR = (255, 210, 0)
+VIEWER_HEIGHT = 460
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
+                 highlight: list[int] | None = None) -> dict:
+    """What the viewer draws for ``scene`` under ``options``: points, lines and the start camera."""
+    cloud = select_points(scene, options)
+    keep = np.arange(len(cloud.points))
+    if len(keep) > MAX_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(len(keep), MAX_POINTS, replace=False))
+    points, view = cloud.points[keep].astype(np.float64), cloud.view[keep]
+
+    # Size: the width of one input pixel at the point's depth in the view it came from.
+    camera_z = np.einsum("nj,nj->n", points, scene.extrinsics[view, 2, :3]) + scene.extrinsics[view, 2, 3]
+    focal = scene.intrinsics[view, 0, 0]
+    size = np.abs(camera_z) / np.maximum(focal, 1e-6) * POINT_FOOTPRINT
+    size_max = float(size.max()) if len(size) else 1.0
+    emphasised = np.isin(cloud.instance[keep], highlight or [])
+    size_code = np.round(np.clip(size / max(size_max, 1e-12), 0, 1) * 127).astype(np.uint8) | (emphasised << 7).astype(np.uint8)
+
+    all_depth = scene.depth[0][np.isfinite(scene.depth[0]) & (scene.depth[0] > 0)]
+    median_depth = float(np.median(all_depth)) if len(all_depth) else 1.0
+    center = np.median(points, axis=0) if len(points) else np.zeros(3)
+    lines = []
+    if cameras:
+        lines += _frustum_lines(scene, FRUSTUM_SHARE * median_depth)
+    for instance_id in highlight or []:
+        if scene.instances is not None and 0 <= instance_id < scene.instances.count:
+            lines += _box_lines(scene.instances.info[instance_id], HIGHLIGHT_COLOR)
+    segments = np.array([segment for segment, _ in lines], np.float32).reshape(-1, 6)
+    colors = np.array([color for _, color in lines], np.uint8).reshape(-1, 3)
+    height, width = scene.image_size
+    return {
+        "count": int(len(points)),
+        "center": [float(v) for v in center],
+        "positions": _b64((points - center).astype(np.float16)),
+        "colors": _b64(cloud.colors[keep]),
+        "sizes": _b64(size_code),
+        "size_max": size_max,
+        "lines": _b64(segments),
+        "line_colors": _b64(colors),
+        "target_depth": median_depth,
+        "pull_back": START_PULL_BACK * median_depth,
+        "fov_y": float(2 * np.degrees(np.arctan(height / 2 / scene.intrinsics[0, 1, 1]))),
+        "aspect": width / height,
+    }
+
+
+def _frustum_lines(scene: Scene, depth: float) -> list[tuple[list[float], tuple[int, int, int]]]:
+    """Eight segments per camera (apex to corners, image rectangle) plus a tick on its top edge."""
+    height, width = scene.image_size
+    lines = []
+    for index in range(scene.num_views):
+        fx, fy = scene.intrinsics[index, 0, 0], scene.intrinsics[index, 1, 1]
+        half_w, half_h = depth * (width / 2) / fx, depth * (height / 2) / fy
+        local = np.array([(0, 0, 0), (-half_w, -half_h, depth), (half_w, -half_h, depth), (half_w, half_h, depth),
+                          (-half_w, half_h, depth), (0, -1.5 * half_h, depth)])
+        cam_to_world = invert_extrinsics(scene.extrinsics[index].astype(np.float64))
+        corners = local @ cam_to_world[:, :3].T + cam_to_world[:, 3]
+        hue = index / max(scene.num_views, 1)
+        color = tuple(int(c) for c in np.round(np.array(colorsys.hsv_to_rgb(hue, 0.85, 1.0)) * 255))
+        for a, b in ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1), (1, 5), (5, 2)):
+            lines.append(([*corners[a], *corners[b]], color))
+    return lines
+
+
+def _box_lines(info, color) -> list[tuple[list[float], tuple[int, int, int]]]:
+    """The twelve edges of an instance's 3D box."""
+    low, high = np.asarray(info.bbox_min, float), np.asarray(info.bbox_max, float)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        return []
+    corner = [np.where([i & 1, i & 2, i & 4], high, low) for i in range(8)]
+    edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
+    return [([*corner[a], *corner[b]], color) for a, b in edges]
+
+
+# -- the page side --------------------------------------------------------------------------------
+_TEMPLATE = """
+<div class="iggt-viewer">
+  <canvas></canvas>
+  <div class="iggt-viewer-hint">drag: turn · right/shift drag: move · wheel: zoom · double click: back to camera 1
+    · point size <input type="range" class="iggt-point-size" min="0.3" max="3" step="0.1" value="1"></div>
+  <div class="iggt-viewer-empty">Reconstruct a scene to see it in 3D.</div>
+</div>
+"""
+
+_CSS = f"""
+.iggt-viewer {{ position: relative; width: 100%; height: {VIEWER_HEIGHT}px; background: #1e2026;
+  border-radius: 6px; overflow: hidden; }}
+.iggt-viewer canvas {{ width: 100%; height: 100%; display: block; touch-action: none; cursor: grab; }}
+.iggt-viewer-hint {{ position: absolute; left: 8px; bottom: 6px; color: #cfd3da; font-size: 12px;
+  background: rgba(0,0,0,0.45); padding: 2px 6px; border-radius: 4px; }}
+.iggt-viewer-hint input {{ vertical-align: middle; width: 80px; }}
+.iggt-viewer-empty {{ position: absolute; inset: 0; display: flex; align-items: center; justify-content: center;
+  color: #9aa0a8; pointer-events: none; }}
+"""
+
+_SCRIPT = r"""
+const POINT_VS = `#version 300 es
+in vec3 a_pos; in vec3 a_color; in float a_size;
+uniform mat4 u_view, u_proj; uniform vec3 u_center; uniform float u_pixels, u_size_max, u_scale;
+out vec3 v_color;
+void main() {
+  vec4 eye = u_view * vec4(a_pos + u_center, 1.0);
+  gl_Position = u_proj * eye;
+  float code = a_size; float big = code >= 128.0 ? 1.0 : 0.0;
+  float world = (code - 128.0 * big) / 127.0 * u_size_max;
+  gl_PointSize = clamp(u_scale * world * (1.0 + big) * u_pixels / max(-eye.z, 1e-6), 1.5 + 2.0 * big, 48.0);
+  v_color = a_color;
+}`;
+const POINT_FS = `#version 300 es
+precision mediump float; in vec3 v_color; out vec4 color;
+void main() { color = vec4(v_color, 1.0); }`;
+const LINE_VS = `#version 300 es
+in vec3 a_pos; in vec3 a_other; in float a_side; in vec3 a_color;
+uniform mat4 u_view, u_proj; uniform vec2 u_viewport; uniform float u_width;
+out vec3 v_color;
+void main() {
+  vec4 a = u_proj * u_view * vec4(a_pos, 1.0); vec4 b = u_proj * u_view * vec4(a_other, 1.0);
+  float wa = max(a.w, 1e-4), wb = max(b.w, 1e-4);
+  vec2 dir = normalize((b.xy / wb - a.xy / wa) * u_viewport + 1e-6);
+  vec2 normal = vec2(-dir.y, dir.x) * a_side * u_width / u_viewport;
+  gl_Position = vec4(a.xy + normal * a.w, a.z, a.w);
+  v_color = a_color;
+}`;
+const LINE_FS = POINT_FS;
+
+let scenesDrawn = 0;
+function decode(b64, Type) {
+  const bytes = Uint8Array.from(atob(b64 || ""), c => c.charCodeAt(0));
+  return new Type(bytes.buffer, 0, bytes.byteLength / Type.BYTES_PER_ELEMENT);
+}
+function program(gl, vs, fs) {
+  const p = gl.createProgram();
+  for (const [type, src] of [[gl.VERTEX_SHADER, vs], [gl.FRAGMENT_SHADER, fs]]) {
+    const s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s);
+    if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
+    gl.attachShader(p, s);
+  }
+  gl.linkProgram(p); return p;
+}
+function attribute(gl, prog, name, data, size, type, normalized) {
+  const loc = gl.getAttribLocation(prog, name); if (loc < 0) return;
+  const buf = gl.createBuffer(); gl.canvas._resources.push(buf); gl.bindBuffer(gl.ARRAY_BUFFER, buf); gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+  gl.enableVertexAttribArray(loc); gl.vertexAttribPointer(loc, size, type, normalized, 0, 0);
+}
+function perspective(fovy, aspect, near, far) {
+  const f = 1 / Math.tan(fovy / 2), nf = 1 / (near - far);
+  return [f / aspect,0,0,0, 0,f,0,0, 0,0,(far + near) * nf,-1, 0,0,2 * far * near * nf,0];
+}
+function lookAt(eye, target, up) {
+  const sub = (a, b) => a.map((v, i) => v - b[i]);
+  const norm = v => { const l = Math.hypot(...v) || 1; return v.map(x => x / l); };
+  const cross = (a, b) => [a[1]*b[2]-a[2]*b[1], a[2]*b[0]-a[0]*b[2], a[0]*b[1]-a[1]*b[0]];
+  const dot = (a, b) => a[0]*b[0] + a[1]*b[1] + a[2]*b[2];
+  const z = norm(sub(eye, target)), x = norm(cross(up, z)), y = cross(z, x);
+  return [x[0],y[0],z[0],0, x[1],y[1],z[1],0, x[2],y[2],z[2],0, -dot(x,eye),-dot(y,eye),-dot(z,eye),1];
+}
+
+function setup(root, scene) {
+  const canvas = root.querySelector("canvas");
+  root.querySelector(".iggt-viewer-empty").style.display = scene && scene.count !== undefined ? "none" : "flex";
+  if (!scene || scene.count === undefined) return;
+  const started = performance.now();
+  let gl = canvas._gl;
+  if (!gl) {
+    gl = canvas.getContext("webgl2", {antialias: true, preserveDrawingBuffer: true});
+    if (!gl) { root.querySelector(".iggt-viewer-empty").textContent = "This browser has no WebGL 2: download the GLB instead."; root.querySelector(".iggt-viewer-empty").style.display = "flex"; return; }
+    canvas._gl = gl;
+    canvas._programs = {points: program(gl, POINT_VS, POINT_FS), lines: program(gl, LINE_VS, LINE_FS)};
+  }
+  const progs = canvas._programs;
+  for (const old of canvas._resources || []) (old instanceof WebGLBuffer ? gl.deleteBuffer(old) : gl.deleteVertexArray(old));
+  canvas._resources = [];
+  // points
+  const pointVao = gl.createVertexArray(); canvas._resources.push(pointVao); gl.bindVertexArray(pointVao);
+  attribute(gl, progs.points, "a_pos", decode(scene.positions, Uint16Array), 3, gl.HALF_FLOAT, false);
+  attribute(gl, progs.points, "a_color", decode(scene.colors, Uint8Array), 3, gl.UNSIGNED_BYTE, true);
+  attribute(gl, progs.points, "a_size", new Float32Array(decode(scene.sizes, Uint8Array)), 1, gl.FLOAT, false);
+  // lines: two triangles per segment, widened in screen space
+  const seg = decode(scene.lines, Float32Array), segColors = decode(scene.line_colors, Uint8Array);
+  const n = seg.length / 6, pos = new Float32Array(n * 18), other = new Float32Array(n * 18);
+  const side = new Float32Array(n * 6), col = new Uint8Array(n * 18);
+  const corners = [[0, 1], [0, -1], [1, 1], [1, 1], [0, -1], [1, -1]];
+  for (let i = 0; i < n; i++) for (let k = 0; k < 6; k++) {
+    const [end, s] = corners[k], me = end ? 3 : 0, them = end ? 0 : 3, v = i * 6 + k;
+    for (let c = 0; c < 3; c++) { pos[v*3+c] = seg[i*6+me+c]; other[v*3+c] = seg[i*6+them+c]; col[v*3+c] = segColors[i*3+c]; }
+    side[v] = end ? -s : s;
+  }
+  const lineVao = gl.createVertexArray(); canvas._resources.push(lineVao); gl.bindVertexArray(lineVao);
+  attribute(gl, progs.lines, "a_pos", pos, 3, gl.FLOAT, false);
+  attribute(gl, progs.lines, "a_other", other, 3, gl.FLOAT, false);
+  attribute(gl, progs.lines, "a_side", side, 1, gl.FLOAT, false);
+  attribute(gl, progs.lines, "a_color", col, 3, gl.UNSIGNED_BYTE, true);
+  gl.bindVertexArray(null);
+
+  const keepPose = canvas._scene && canvas._scene.target_depth === scene.target_depth;
+  const state = keepPose ? canvas._state : {};
+  const reset = () => Object.assign(state, {target: [0, 0, scene.target_depth], yaw: 0, pitch: 0,
+                                            distance: scene.target_depth + scene.pull_back});
+  if (!keepPose) reset();
+  canvas._scene = scene; canvas._state = state;
+  const slider = root.querySelector(".iggt-point-size");
+
+  function draw() {
+    const rect = canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(rect.width * dpr)), h = Math.max(1, Math.round(rect.height * dpr));
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    gl.viewport(0, 0, w, h); gl.clearColor(0.118, 0.125, 0.149, 1); gl.enable(gl.DEPTH_TEST);
+    gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
+    const dir = [Math.sin(state.yaw) * Math.cos(state.pitch), -Math.sin(state.pitch), -Math.cos(state.yaw) * Math.cos(state.pitch)];
+    const eye = state.target.map((t, i) => t + dir[i] * state.distance);
+    const view = lookAt(eye, state.target, [0, -1, 0]); state.view = view;
+    // the vertical field of view of camera 1, widened when the canvas is narrower than its photo
+    let fovy = scene.fov_y * Math.PI / 180; const aspect = w / h;
+    if (aspect < scene.aspect) fovy = 2 * Math.atan(Math.tan(fovy / 2) * scene.aspect / aspect);
+    const near = scene.target_depth * 0.01, far = scene.target_depth * 200;
+    const proj = perspective(fovy, aspect, near, far);
+    const pixels = h / (2 * Math.tan(fovy / 2));
+    let p = progs.points; gl.useProgram(p);
+    gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_view"), false, view);
+    gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_proj"), false, proj);
+    gl.uniform3fv(gl.getUniformLocation(p, "u_center"), scene.center);
+    gl.uniform1f(gl.getUniformLocation(p, "u_pixels"), pixels);
+    gl.uniform1f(gl.getUniformLocation(p, "u_size_max"), scene.size_max);
+    gl.uniform1f(gl.getUniformLocation(p, "u_scale"), parseFloat(slider.value));
+    gl.bindVertexArray(pointVao); gl.drawArrays(gl.POINTS, 0, scene.count);
+    p = progs.lines; gl.useProgram(p);
+    gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_view"), false, view);
+    gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_proj"), false, proj);
+    gl.uniform2f(gl.getUniformLocation(p, "u_viewport"), w / 2, h / 2);
+    gl.uniform1f(gl.getUniformLocation(p, "u_width"), 2.5 * dpr);
+    gl.bindVertexArray(lineVao); gl.drawArrays(gl.TRIANGLES, 0, n * 6);
+    gl.bindVertexArray(null);
+  }
+  canvas._draw = draw;
+  if (!canvas._wired) {
+    canvas._wired = true;
+    let drag = null;
+    canvas.addEventListener("contextmenu", e => e.preventDefault());
+    canvas.addEventListener("pointerdown", e => { drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey}; canvas.setPointerCapture(e.pointerId); });
+    canvas.addEventListener("pointerup", () => { drag = null; });
+    canvas.addEventListener("pointermove", e => {
+      if (!drag) return; const s = canvas._state, dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+      drag.x = e.clientX; drag.y = e.clientY;
+      if (drag.pan) {  // move the target along the screen's right and up axes (rows of the view matrix)
+        const k = s.distance / canvas.clientHeight, v = s.view;
+        s.target = s.target.map((t, i) => t - k * dx * v[i * 4] + k * dy * v[i * 4 + 1]);
+      } else { s.yaw -= dx * 0.008; s.pitch = Math.max(-1.5, Math.min(1.5, s.pitch + dy * 0.008)); }
+      canvas._draw();
+    });
+    canvas.addEventListener("wheel", e => { e.preventDefault(); canvas._state.distance *= Math.exp(e.deltaY * 0.001); canvas._draw(); }, {passive: false});
+    canvas.addEventListener("dblclick", () => { canvas._reset(); canvas._draw(); });
+    root.querySelector(".iggt-point-size").addEventListener("input", () => canvas._draw());
+    new ResizeObserver(() => canvas._draw && canvas._draw()).observe(canvas);
+  }
+  canvas._reset = reset;
+  draw();
+  canvas.dataset.points = String(scene.count);
+  scenesDrawn += 1; canvas.dataset.scenes = String(scenesDrawn);  // tests wait for a new scene drawn
+  canvas.dataset.renderMs = String(Math.round(performance.now() - started));
+}
+
+const root = element.querySelector(".iggt-viewer");
+setup(root, props.value);
+watch("value", () => setup(element.querySelector(".iggt-viewer"), props.value));
+"""
+
+
+def viewer_component(**kwargs) -> gr.HTML:
+    """The empty viewer; handlers fill it with `viewer_value`."""
+    return gr.HTML(None, html_template=_TEMPLATE, css_template=_CSS, js_on_load=_SCRIPT, **kwargs)

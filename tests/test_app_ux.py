@@ -1,0 +1,184 @@
+"""What a person sees when things go wrong or right: the error boundary, lasting failure messages
+that keep earlier results, the input preview, one photo, answers beside the question, and a
+failing VLM that says so first.
+
+The page tests drive the real app (the shipped small model when present) in Debian's Chromium;
+the API tests use `gradio_client`; the VLM is the local seeing server. Screenshots of each step
+are written to the test's temporary folder.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from demo.handlers import SOFTWARE_FAULT, user_errors
+from grounding.agent import answer
+from grounding.evaluation import benchmark_scene
+from grounding.spatial import SpatialError
+from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM, VLMUnavailable, served_models
+from helpers import write_synthetic_photos
+from iggt.views import InputError
+from tools.app_page import ask_in_page, open_page, reconstruct_in_page
+from tools.app_server import free_port, running_app
+
+COMPATIBLE = "OpenAI-compatible server"
+KEPT_S = 15
+"""How long a failure message must stay on the page (a toast is gone after about 10 s)."""
+
+
+# -- the error boundary ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("error", [InputError("holiday.jpg is not an image"), SpatialError("no instance 7")])
+def test_the_projects_own_errors_are_shown_as_their_message(error, caplog):
+    @user_errors
+    def handler():
+        raise error
+
+    with pytest.raises(gr.Error) as raised:
+        handler()
+    assert raised.value.message == str(error)
+    assert not [r for r in caplog.records if r.exc_info], "a user's mistake was logged as a fault"
+
+
+@pytest.mark.parametrize("error", [KeyError("labels"), ValueError("operands could not be broadcast")])
+def test_anything_else_is_a_software_fault_logged_with_its_traceback(error, caplog):
+    @user_errors
+    def handler():
+        raise error
+
+    with caplog.at_level(logging.ERROR, logger="demo.handlers"), pytest.raises(gr.Error) as raised:
+        handler()
+    assert raised.value.message == SOFTWARE_FAULT and "not of your input" in SOFTWARE_FAULT
+    assert str(error) not in raised.value.message
+    logged = [r for r in caplog.records if r.exc_info]
+    assert logged and logged[0].exc_info[1] is error
+
+
+# -- the VLM failing first and fast -----------------------------------------------------------
+
+def test_the_server_says_which_models_it_serves(vlm_server):
+    assert served_models(vlm_server.url)[0] == "seeing"
+    with pytest.raises(VLMUnavailable, match="cannot reach the VLM server"):
+        served_models(f"http://127.0.0.1:{free_port()}/v1")
+
+
+def test_a_failing_vlm_leads_the_answer(vlm_server):
+    _, scene = benchmark_scene(3)
+    broken = OpenAIVLM(OpenAIConfig(model="fail-500-100000", base_url=vlm_server.url, max_retries=0))
+    result = answer(scene, "Where is the red cube?", broken, mode="verify")
+    assert result.text.startswith("The VLM failed: HTTP 500") and result.instance_ids == []
+    assert "No instance matches" not in result.text
+
+
+# -- the app --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app with its default model (the shipped small one), so answers about the examples make sense."""
+    with running_app(tmp_path_factory.mktemp("app"), None) as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser, app):
+    page = open_page(browser, app.url, width=1400, height=1100)
+    yield page
+    page.close()
+
+
+def choose_files(page, paths: list[Path]) -> None:
+    """Replace the upload list with ``paths`` (the file input adds to what is there)."""
+    clear = page.locator("#upload button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#upload input[type=file]").set_input_files([str(p) for p in paths])
+
+
+def shown_results(page) -> tuple[list[str], str]:
+    """What the page shows of a reconstruction: the overlay pictures and the downloads list."""
+    overlays = page.locator("#overlays img").evaluate_all("images => images.map(image => image.src)")
+    return overlays, page.locator("#downloads").inner_text()
+
+
+def test_api_uses_the_model_the_server_serves_and_an_unreachable_vlm_fails_first(app, vlm_server):
+    client = Client(app.url, verbose=False)
+    client.predict(files=None, video=None, example="synthetic-5", api_name="/reconstruct")
+    before = len(vlm_server.state.requests)
+    client.predict(question="Where is the red cube?", backend_choice=COMPATIBLE, base_url=vlm_server.url,
+                   model_name="", api_key="", mode="verify", api_name="/ask")
+    assert {r["body"]["model"] for r in vlm_server.state.requests[before:]} == {"seeing"}
+
+    with pytest.raises(AppError, match="^The VLM failed: cannot reach the VLM server"):
+        client.predict(question="Where is the red cube?", backend_choice=COMPATIBLE,
+                       base_url=f"http://127.0.0.1:{free_port()}/v1", model_name="", api_key="", mode="agent",
+                       api_name="/ask")
+
+
+@pytest.mark.browser
+def test_a_failure_stays_in_the_status_names_the_bad_file_and_keeps_the_results(page, tmp_path):
+    photos = write_synthetic_photos(tmp_path / "photos", seed=3, views=3)
+    choose_files(page, photos)
+    preview = page.locator("#inputs-preview")
+    preview.get_by_text("3 photos to reconstruct").wait_for()
+    assert preview.locator("img").count() == 3
+    page.screenshot(path=str(tmp_path / "1-preview.png"))
+    status = reconstruct_in_page(page)
+    results = shown_results(page)
+    assert len(results[0]) == 3
+
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("this is a text file, not a photo")
+    choose_files(page, [photos[0], bad, photos[1]])
+    preview.get_by_text("1 cannot be used: holiday.jpg is not an image").wait_for()
+    assert "holiday.jpg" in preview.locator("img").first.get_attribute("alt") + preview.inner_text()
+    page.locator("#reconstruct").click()
+    shown = page.locator("#status")
+    shown.get_by_text("Could not reconstruct").wait_for()
+    page.wait_for_timeout(KEPT_S * 1000)
+    page.screenshot(path=str(tmp_path / "2-failed.png"), full_page=True)
+
+    assert "holiday.jpg is not an image" in shown.inner_text() and status not in shown.inner_text()
+    assert shown_results(page) == results, "the earlier results were wiped"
+    assert not page.get_by_text("Error", exact=True).count(), "error badges over the panels"
+
+
+@pytest.mark.browser
+def test_one_photo_is_one_view(page, tmp_path):
+    photo = write_synthetic_photos(tmp_path / "photos", seed=5, views=1)
+    choose_files(page, photo)
+    page.locator("#inputs-preview").get_by_text("1 photo to reconstruct").wait_for()
+    status = reconstruct_in_page(page)
+    page.screenshot(path=str(tmp_path / "one-photo.png"), full_page=True)
+    assert "1 view " in status and "1 views" not in status
+    assert not page.locator("#view-number").is_visible(), "a view slider for a single view"
+
+
+@pytest.mark.browser
+def test_the_answer_and_its_highlight_are_beside_the_question(page, vlm_server, tmp_path):
+    reconstruct_in_page(page, example="synthetic-5")
+    unreachable = f"http://127.0.0.1:{free_port()}/v1"
+    page.get_by_role("tab", name="Ask").click()
+    assert "verify:" in page.locator("#mode").inner_text() and "agent:" in page.locator("#mode").inner_text()
+
+    page.locator("#question textarea").fill("Where is the yellow cube?")
+    page.locator("#backend input").click()
+    page.get_by_role("option", name=COMPATIBLE).click()
+    page.locator("#base-url textarea, #base-url input").first.fill(unreachable)
+    page.locator("#ask").click()
+    shown = page.locator("#answer")
+    shown.get_by_text("The VLM failed: cannot reach the VLM server").wait_for()
+    page.screenshot(path=str(tmp_path / "1-unreachable.png"), full_page=True)
+
+    text = ask_in_page(page, "Where is the yellow cube?", vlm_server.url)
+    page.locator("#answer-views img").first.wait_for()
+    page.locator("#answer-views").scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "2-answer.png"))
+    found = text.split("Instances:")[1].split("\n")[0].strip()
+    assert found != "none" and "yellow cube" in found, text  # named in words, not only by id
+    assert page.locator("#answer-views img").first.is_visible()
+    assert "Answered by openai:seeing" in text

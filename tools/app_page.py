@@ -1,0 +1,85 @@
+"""Driving the app's page in Debian's Chromium through Playwright, as a person would: shared by the
+browser tests, `benchmarks/app_latency.py --browser` and `assets/screenshots/make_screenshots.py`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from iggt.scene import Scene, ViewTransform
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+def open_page(browser, url: str, width: int = 1400, height: int = 1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#reconstruct")
+    return page
+
+
+def reconstruct_in_page(page, photos: list[Path] | None = None, example: str | None = None) -> str:
+    """Upload photos through the file input (or pick an example), press Reconstruct, return the status."""
+    if photos:
+        page.locator("#upload input[type=file]").set_input_files([str(p) for p in photos])
+        for photo in photos:
+            page.locator("#upload").get_by_text(photo.stem, exact=True).first.wait_for()
+    if example:
+        page.locator("#example input").click()
+        page.get_by_role("option", name=example, exact=True).click()
+    page.locator("#reconstruct").click()
+    status = page.locator("#status")
+    status.get_by_text("downloads ready").wait_for()  # the result shows first, the download files follow
+    return status.inner_text()
+
+
+def latest_scene(server_tmp: Path) -> Scene:
+    """The scene file the app offered for download last (the server's own copy)."""
+    return Scene.load(max(server_tmp.rglob("downloads/scene.npz"), key=lambda p: p.stat().st_mtime))
+
+
+def pixel_of_instance(scene: Scene, view: int = 0) -> tuple[int, int, int]:
+    """(x, y, id) of a pixel deep inside the second-largest instance seen in ``view`` (or the largest)."""
+    from scipy import ndimage
+
+    labels = scene.instances.labels[view]
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    chosen = ids[np.argsort(counts)[::-1][min(1, len(ids) - 1)]]
+    inside = ndimage.distance_transform_edt(np.pad(labels == chosen, 1))[1:-1, 1:-1]  # the border counts as outside
+    y, x = np.unravel_index(np.argmax(inside), inside.shape)
+    return int(x), int(y), int(chosen)
+
+
+def click_pixel(page, x: int, y: int, transform: ViewTransform) -> None:
+    """Click the view (drawn on its photo) at model-input pixel (x, y), whatever size the page shows it at."""
+    image = page.locator("#click-view img").first
+    box = image.bounding_box()
+    photo_y, photo_x = transform.to_original(y + 0.5, x + 0.5)
+    image.click(position={"x": float(photo_x) / transform.original_size[1] * box["width"],
+                          "y": float(photo_y) / transform.original_size[0] * box["height"]})
+
+
+def ask_in_page(page, question: str, base_url: str, mode: str = "agent", api_key: str = "") -> str:
+    page.get_by_role("tab", name="Ask").click()
+    page.locator("#question textarea").fill(question)
+    page.locator("#backend input").click()
+    page.get_by_role("option", name="OpenAI-compatible server").click()
+    page.locator("#base-url textarea, #base-url input").first.fill(base_url)
+    page.locator("#api-key input").fill(api_key)
+    page.get_by_label(mode, exact=True).check()
+    page.locator("#ask").click()
+    answer = page.locator("#answer")
+    answer.get_by_text("Instances:").wait_for()
+    return answer.inner_text()
+
+
+def screenshot_at(page, selector: str, path: Path) -> None:
+    """A viewport-sized screenshot with ``selector`` scrolled to the top of the window."""
+    page.locator(selector).first.evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(3000)  # let the 3D viewer and images draw
+    page.screenshot(path=str(path))
