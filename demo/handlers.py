@@ -1,8 +1,9 @@
 """Event handlers of the page: each turns widget values into library calls and back into widget values.
 
 No model, clustering or VLM logic lives here: that is `iggt` and `grounding`. Every handler
-turns failures into a readable `gr.Error`; unexpected errors are logged on the server and
-shown as a short message, never as a stack trace or a server path.
+turns failures into a readable `gr.Error` (`user_errors`: the project's `IGGTError`s as their
+message; anything else logged with its traceback and shown as a software fault, never as a
+stack trace or a server path); `shown_in` turns that error into a lasting message on the page.
 """
 from __future__ import annotations
 
@@ -193,17 +194,18 @@ class Handlers:
 
     @user_errors
     def preview(self, files: list[str] | None, example: str | None):
-        """Thumbnails of the chosen photos (or example) before reconstructing, with their count; a file
-        that is not a usable photo is shown as a grey tile that says why."""
+        """Thumbnails of the chosen photos (or example) before reconstructing, with their count, and a
+        note under them naming each file that is not a usable photo and why (its tile comes first)."""
         paths = list(files or []) or [str(p) for p in self.examples.get(example or "", [])]
         if not paths:
-            return gr.update(value=None, visible=False)
-        tiles, problems = input_previews(paths)
+            return gr.update(value=None, visible=False), ""
+        tiles, reasons = input_previews(paths)
         tiles = [(picture, without_paths(caption)) for picture, caption in tiles]
         label = f"{len(paths)} photo" + ("s" if len(paths) > 1 else "") + " to reconstruct"
-        if problems:
-            label += f" ({len(problems)} cannot be used: {without_paths(problems[0])})"
-        return gr.update(value=tiles, label=label, visible=True)
+        note = "".join(f"⚠️ {without_paths(reason)}.  \n" for reason in reasons)
+        if reasons:
+            note += "Remove " + ("it" if len(reasons) == 1 else "them") + " before reconstructing."
+        return gr.update(value=tiles, label=label, visible=True), note
 
     @user_errors
     def reconstruct(self, files, video, video_frames, example, clustering, color_mode, conf_percentile,
@@ -244,11 +246,13 @@ class Handlers:
         viewer, overlays, depths, table = self._render_all(session, display)
         timings["display"] = time.perf_counter() - start
         session.timings = timings
-        names = [f"{i + 1}: {name}" for i, name in enumerate(scene.view_names or [""] * scene.num_views)]
+        names = scene.view_names or [""] * scene.num_views
+        frames = [(f"{i + 1}: {name}", str(i + 1)) for i, name in enumerate(names)]  # shown, sent
         return (self._status(session, "preparing the downloads…"), viewer, overlays, depths, table, None,
                 gr.update(maximum=max(scene.num_views, 2), value=1, interactive=scene.num_views > 1,
                           visible=scene.num_views > 1),
-                self._view_picture(session, 0), "", gr.update(choices=[ALL_FRAMES, *names], value=ALL_FRAMES),
+                self._view_picture(session, 0), "",
+                gr.update(choices=[(ALL_FRAMES, ALL_FRAMES), *frames], value=ALL_FRAMES),
                 session)
 
     @user_errors
@@ -315,7 +319,7 @@ class Handlers:
         formats = ("glb", "ply", "masks", "json", "colmap", "scene")
         if session.scene.instances is None:
             formats = tuple(f for f in formats if f != "masks")
-        written = export_all(session.scene, out, formats=formats)
+        written = export_all(session.scene, out, formats=formats, photos=session.photos)
         files = []
         for path in written.values():
             path = Path(path)

@@ -6,11 +6,12 @@ app and the command line draw the same thing.
 from __future__ import annotations
 
 import html
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from grounding.agent import Answer
 from iggt.export import instance_overlays
@@ -19,22 +20,30 @@ from iggt.views import InputError, load_views
 
 PREVIEW_SIDE = 320
 """Long side of an input thumbnail, in pixels (JPEGs are decoded at about this size, so it is quick)."""
-UNREADABLE_TILE = np.full((240, 320, 3), 205, np.uint8)
-"""Stands in for a file that is not a usable photo; its caption says why."""
 
 
-def input_previews(paths: list[str]) -> tuple[list[tuple[Image.Image | np.ndarray, str]], list[str]]:
-    """A thumbnail per photo (the first frame of a video) captioned with its file name, and the
-    problems: a file that cannot be used gets a grey tile, first, with a caption that says why."""
-    tiles, unusable, problems = [], [], []
+def unusable_tile(reason: str) -> Image.Image:
+    """A grey tile with ``reason`` written on it, standing in for a file that is not a usable photo."""
+    tile = Image.new("RGB", (PREVIEW_SIDE, PREVIEW_SIDE * 3 // 4), (225, 225, 225))
+    draw = ImageDraw.Draw(tile)
+    draw.rectangle((0, 0, tile.width - 1, tile.height - 1), outline=(200, 40, 40), width=6)
+    draw.multiline_text((18, 18), textwrap.fill(reason, 24), fill=(120, 20, 20),
+                        font=ImageFont.load_default(size=22), spacing=6)
+    return tile
+
+
+def input_previews(paths: list[str]) -> tuple[list[tuple[Image.Image, str]], list[str]]:
+    """A thumbnail per photo (the first frame of a video) captioned with its file name, and why each
+    file that cannot be used cannot (naming it); those files come first, as tiles that say why."""
+    tiles, unusable, reasons = [], [], []
     for path in paths:
         try:
             view = load_views([path], max_views=1, max_frames=1, max_side=PREVIEW_SIDE)[0]
             tiles.append((view.image, Path(path).name))
         except InputError as err:
-            unusable.append((UNREADABLE_TILE, f"⚠️ {err}"))
-            problems.append(str(err))
-    return unusable + tiles, problems
+            unusable.append((unusable_tile(str(err)), f"⚠️ {err}"))
+            reasons.append(str(err))
+    return unusable + tiles, reasons
 
 
 def view_overlays(scene: Scene, highlight: list[int] | None, photos: list[Image.Image], side: int,

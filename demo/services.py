@@ -21,8 +21,8 @@ import torch
 
 from grounding.vlm import VLM, make_backend
 from grounding.vlm.openai_backend import API_KEY_ENV, VLMUnavailable, served_models
-from iggt.errors import IGGTError
 from iggt.checkpoints import OFFICIAL_REPO_ID as OFFICIAL_REPO, CheckpointError, hub_offline
+from iggt.errors import IGGTError
 from iggt.model.iggt import IGGT
 from iggt.progress import Progress
 from iggt.reconstruct import DEFAULT_CHECKPOINT as SHIPPED_MODEL, Reconstructor, describe_model, parameter_millions
@@ -147,19 +147,13 @@ class ModelService:
         return labels
 
     def checked_size(self, choice) -> int | None:
-        """The input size a widget value asks for (a label of `size_choices` or a number); None = the default."""
+        """The input size a widget value asks for (one of `size_choices`' sizes); None = the default."""
         if choice in (None, ""):
             return None
-        choices = self.size_choices()
-        size = choices.get(choice) if isinstance(choice, str) and choice in choices else None
-        if size is None:
-            try:
-                size = int(str(choice).split()[0])
-            except ValueError:
-                size = -1
-        if size not in choices.values():
-            raise IGGTError(f"Input size {choice} is not offered: choose one of {', '.join(map(str, choices.values()))}.")
-        return size
+        offered = list(self.size_choices().values())
+        if str(choice) not in map(str, offered):
+            raise IGGTError(f"Input size {choice} is not offered: choose one of {', '.join(map(str, offered))}.")
+        return int(choice)
 
     def _candidates(self) -> list[str]:
         if self._requested:

@@ -1,7 +1,9 @@
 """The page layout: widgets and how their events are wired to `demo.handlers`.
 
 Two events are public API endpoints (``/reconstruct`` and ``/ask``, usable with
-`gradio_client`); every other event is internal to the page.
+`gradio_client`); every other event is internal to the page. The page's own Reconstruct and Ask
+events run the same handlers but show a failure as a lasting message in place (`shown_in`); the
+API endpoints, which no widget triggers, raise it to the client.
 """
 from __future__ import annotations
 
@@ -55,8 +57,9 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 files = gr.File(label=f"Photos (JPEG, PNG, HEIC, WebP, ...; up to {limits.max_views})",
                                 file_count="multiple", file_types=[*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS],
                                 height=160, elem_id="upload")
-                previews = gr.Gallery(label="Photos to reconstruct", visible=False, columns=3, height=200,
+                previews = gr.Gallery(label="Photos to reconstruct", visible=False, columns=2, height=240,
                                       object_fit="contain", fit_columns=False, elem_id="inputs-preview")
+                unusable = gr.Markdown(elem_id="inputs-note")
                 video = gr.Video(label="...or a video", sources=["upload"], height=160, elem_id="video")
                 video_frames = gr.Slider(2, limits.max_video_frames, value=min(12, limits.max_video_frames), step=1,
                                          label="Frames sampled from the video")
@@ -64,8 +67,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 clustering = gr.Radio(list(CLUSTERING_CHOICES), value=models.info.clustering,
                                       label="Instance granularity (clustering preset)")
                 sizes = models.size_choices()
-                input_size = gr.Radio(list(sizes), value=next(label for label, size in sizes.items()
-                                                               if size == models.load().size),
+                input_size = gr.Radio(list(sizes.items()), value=models.load().size,
                                       label="Input size (long side of what the model sees)",
                                       info="Larger: finer depth and masks, slower (the status shows the "
                                            "model's time); masks are always shown at the photos' resolution.",
@@ -101,15 +103,16 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                                                     label="View (click a pixel to select its instance)",
                                                     elem_id="view-number")
                             click_view = gr.Image(label="Click an object", interactive=False, buttons=[],
-                                                  show_label=False, elem_id="click-view")
+                                                  show_label=False, format="jpeg", elem_id="click-view")
                             selection = gr.Markdown(label="Selection", elem_id="selection")
                         with gr.Column(scale=1):
                             instance_list = gr.HTML(label="Instances", elem_id="instances")
+                    # JPEG: about 1 ms a picture where WebP (the default) takes 50 ms, a second for 20 views
                     overlays = gr.Gallery(label="Instances in every view", columns=6, height=220, object_fit="contain",
-                                          fit_columns=False, elem_id="overlays")
+                                          fit_columns=False, format="jpeg", elem_id="overlays")
                 with gr.Tab("Depth"):
                     depths = gr.Gallery(label="Depth maps", columns=6, height=220, object_fit="contain",
-                                        fit_columns=False, elem_id="depths")
+                                        fit_columns=False, format="jpeg", elem_id="depths")
                 with gr.Tab("Ask"):
                     with gr.Row():
                         question = gr.Textbox(label="Question", placeholder="Where is the red cube?", scale=4,
@@ -137,7 +140,8 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
         files.upload(lambda: (None, ""), None, [video, example], api_name=False, queue=False)
         video.upload(lambda: (None, ""), None, [files, example], api_name=False, queue=False)
         example.input(lambda: (None, None), None, [files, video], api_name=False, queue=False)
-        gr.on([files.change, example.change], handlers.preview, [files, example], previews, api_name=False)
+        gr.on([files.change, example.change], handlers.preview, [files, example], [previews, unusable],
+              api_name=False)
 
         # The page shows a failure as a lasting message and keeps the earlier results; the API endpoints
         # (the same handlers, no trigger on the page) raise it to the client instead.
@@ -155,8 +159,9 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                         show_structure.input, drop_background.input, conf_percentile.release):
             trigger(handlers.rerender, [*display, session], viewer, api_name=False)
         view_number.change(handlers.show_view, [view_number, session], click_view, api_name=False)
-        click_view.select(handlers.click, [view_number, *display, session],
-                          [selection, viewer, overlays, instance_list, click_view, session], api_name=False)
+        click_outputs = [selection, viewer, overlays, instance_list, click_view, session]
+        click_view.select(shown_in(0, len(click_outputs), "Could not select:")(handlers.click),
+                          [view_number, *display, session], click_outputs, api_name=False)
         ask_inputs = [question, backend, base_url, model_name, api_key, mode, *display, session]
         ask_outputs = [answer, viewer, overlays, instance_list, trace, answer_views, session]
         gr.on([ask.click, question.submit], shown_in(0, len(ask_outputs), "No answer:")(handlers.ask), ask_inputs,

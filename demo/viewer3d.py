@@ -24,13 +24,18 @@ from iggt.scene import Scene
 
 MAX_POINTS = 150_000
 """Larger clouds are thinned (fixed seed) to keep the page light."""
-POINT_FOOTPRINT = 1.4
-"""A point is drawn this many times the width of the pixel it was seen through (no gaps between neighbours)."""
-FRUSTUM_SHARE = 0.07
-"""Frustum depth as a share of the median depth seen by the first camera."""
+POINT_FOOTPRINT = 1.3
+"""A point is a disc this many times as wide as the spacing of its neighbours (no gaps between them)."""
+MAX_SPACING = 2.0
+"""A point's disc is at most this many pixels' width (at its depth) across: wider gaps are edges."""
+FRUSTUM_SHARE = (0.02, 0.08)
+"""Frustum depth: 60 % of the typical distance between neighbouring cameras (so frustums do not pile
+up when the cameras stand close), kept within these shares of the median depth seen by camera 1."""
 START_PULL_BACK = 0.3
 """The start pose is the first camera moved back by this share of the median depth, so its frustum shows."""
 HIGHLIGHT_COLOR = (255, 210, 0)
+MAX_BOX_SHARE = 0.4
+"""The highlighted instance's box is drawn when its diagonal is at most this share of the scene's."""
 VIEWER_HEIGHT = 460
 
 
@@ -46,24 +51,26 @@ def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
     if len(keep) > MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(keep), MAX_POINTS, replace=False))
     points, view = cloud.points[keep].astype(np.float64), cloud.view[keep]
-
-    # Size: the width of one input pixel at the point's depth in the view it came from.
-    camera_z = np.einsum("nj,nj->n", points, scene.extrinsics[view, 2, :3]) + scene.extrinsics[view, 2, 3]
-    focal = scene.intrinsics[view, 0, 0]
-    size = np.abs(camera_z) / np.maximum(focal, 1e-6) * POINT_FOOTPRINT
+    row, col = cloud.pixel[keep].T
+    size = _point_spacing(scene, options)[view, row, col] * POINT_FOOTPRINT
     size_max = float(size.max()) if len(size) else 1.0
     emphasised = np.isin(cloud.instance[keep], highlight or [])
-    size_code = np.round(np.clip(size / max(size_max, 1e-12), 0, 1) * 127).astype(np.uint8) | (emphasised << 7).astype(np.uint8)
+    size_code = np.round(np.clip(size / max(size_max, 1e-12), 0, 1) * 127).astype(np.uint8)
+    size_code |= emphasised.astype(np.uint8) << 7  # the top bit: drawn larger
 
     all_depth = scene.depth[0][np.isfinite(scene.depth[0]) & (scene.depth[0] > 0)]
     median_depth = float(np.median(all_depth)) if len(all_depth) else 1.0
     center = np.median(points, axis=0) if len(points) else np.zeros(3)
     lines = []
     if cameras:
-        lines += _frustum_lines(scene, FRUSTUM_SHARE * median_depth)
-    for instance_id in highlight or []:
-        if scene.instances is not None and 0 <= instance_id < scene.instances.count:
-            lines += _box_lines(scene.instances.info[instance_id], HIGHLIGHT_COLOR)
+        shortest, longest = (share * median_depth for share in FRUSTUM_SHARE)
+        lines += _frustum_lines(scene, float(np.clip(0.6 * _camera_spacing(scene), shortest, longest)))
+    if len(points):
+        low, high = np.percentile(points, [2, 98], axis=0)
+        largest_box = MAX_BOX_SHARE * float(np.linalg.norm(high - low))
+        for instance_id in highlight or []:
+            if scene.instances is not None and 0 <= instance_id < scene.instances.count:
+                lines += _box_lines(scene.instances.info[instance_id], HIGHLIGHT_COLOR, largest_box)
     segments = np.array([segment for segment, _ in lines], np.float32).reshape(-1, 6)
     colors = np.array([color for _, color in lines], np.uint8).reshape(-1, 3)
     height, width = scene.image_size
@@ -81,6 +88,37 @@ def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
         "fov_y": float(2 * np.degrees(np.arctan(height / 2 / scene.intrinsics[0, 1, 1]))),
         "aspect": width / height,
     }
+
+
+def _point_spacing(scene: Scene, options: PointCloudOptions) -> np.ndarray:
+    """``[S, H, W]``: how far each pixel's point is from its neighbours' on the same surface.
+
+    Per image axis, the nearer of the two neighbours (the far one may be across an object's edge);
+    of the two axes, the larger (a floor seen at a grazing angle has its rows far apart). At least
+    the width of one pixel at the point's depth, at most `MAX_SPACING` of it.
+    """
+    grid = scene.points_from_depth if options.geometry == "depth" else scene.world_points
+    grid = grid.astype(np.float32)
+
+    def nearer_neighbour(axis: int) -> np.ndarray:
+        step = np.linalg.norm(np.diff(grid, axis=axis), axis=-1)
+        before = np.concatenate([np.take(step, [0], axis=axis), step], axis=axis)
+        after = np.concatenate([step, np.take(step, [-1], axis=axis)], axis=axis)
+        return np.fmin(before, after)
+
+    camera_z = np.einsum("shwj,sj->shw", grid, scene.extrinsics[:, 2, :3]) + scene.extrinsics[:, None, None, 2, 3]
+    pixel = np.abs(camera_z) / np.maximum(scene.intrinsics[:, None, None, 0, 0], 1e-6)
+    spacing = np.fmax(nearer_neighbour(1), nearer_neighbour(2))
+    return np.where(np.isfinite(spacing), np.clip(spacing, pixel, MAX_SPACING * pixel), pixel)
+
+
+def _camera_spacing(scene: Scene) -> float:
+    """Median distance from each camera to its nearest neighbour (inf for a single camera)."""
+    centres = np.array([invert_extrinsics(e.astype(np.float64))[:, 3] for e in scene.extrinsics])
+    if len(centres) < 2:
+        return float("inf")
+    distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.diag(np.full(len(centres), np.inf))
+    return float(np.median(distances.min(axis=1)))
 
 
 def _frustum_lines(scene: Scene, depth: float) -> list[tuple[list[float], tuple[int, int, int]]]:
@@ -101,10 +139,11 @@ def _frustum_lines(scene: Scene, depth: float) -> list[tuple[list[float], tuple[
     return lines
 
 
-def _box_lines(info, color) -> list[tuple[list[float], tuple[int, int, int]]]:
-    """The twelve edges of an instance's 3D box."""
+def _box_lines(info, color, largest: float) -> list[tuple[list[float], tuple[int, int, int]]]:
+    """The twelve edges of an instance's 3D box; none when its diagonal exceeds ``largest`` (an instance
+    scattered over the scene is shown by its colour alone: a box around it would cross the view)."""
     low, high = np.asarray(info.bbox_min, float), np.asarray(info.bbox_max, float)
-    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.linalg.norm(high - low) > largest:
         return []
     corner = [np.where([i & 1, i & 2, i & 4], high, low) for i in range(8)]
     edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
@@ -147,6 +186,9 @@ void main() {
 }`;
 const POINT_FS = `#version 300 es
 precision mediump float; in vec3 v_color; out vec4 color;
+void main() { if (length(gl_PointCoord - 0.5) > 0.5) discard; color = vec4(v_color, 1.0); }`;
+const LINE_FS = `#version 300 es
+precision mediump float; in vec3 v_color; out vec4 color;
 void main() { color = vec4(v_color, 1.0); }`;
 const LINE_VS = `#version 300 es
 in vec3 a_pos; in vec3 a_other; in float a_side; in vec3 a_color;
@@ -160,7 +202,6 @@ void main() {
   gl_Position = vec4(a.xy + normal * a.w, a.z, a.w);
   v_color = a_color;
 }`;
-const LINE_FS = POINT_FS;
 
 let scenesDrawn = 0;
 function decode(b64, Type) {
@@ -178,7 +219,8 @@ function program(gl, vs, fs) {
 }
 function attribute(gl, prog, name, data, size, type, normalized) {
   const loc = gl.getAttribLocation(prog, name); if (loc < 0) return;
-  const buf = gl.createBuffer(); gl.canvas._resources.push(buf); gl.bindBuffer(gl.ARRAY_BUFFER, buf); gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+  const buf = gl.createBuffer(); gl.canvas._resources.push(buf);
+  gl.bindBuffer(gl.ARRAY_BUFFER, buf); gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
   gl.enableVertexAttribArray(loc); gl.vertexAttribPointer(loc, size, type, normalized, 0, 0);
 }
 function perspective(fovy, aspect, near, far) {
@@ -202,12 +244,16 @@ function setup(root, scene) {
   let gl = canvas._gl;
   if (!gl) {
     gl = canvas.getContext("webgl2", {antialias: true, preserveDrawingBuffer: true});
-    if (!gl) { root.querySelector(".iggt-viewer-empty").textContent = "This browser has no WebGL 2: download the GLB instead."; root.querySelector(".iggt-viewer-empty").style.display = "flex"; return; }
+    if (!gl) {
+      const note = root.querySelector(".iggt-viewer-empty");
+      note.textContent = "This browser has no WebGL 2: download the GLB instead."; note.style.display = "flex"; return;
+    }
     canvas._gl = gl;
     canvas._programs = {points: program(gl, POINT_VS, POINT_FS), lines: program(gl, LINE_VS, LINE_FS)};
   }
   const progs = canvas._programs;
-  for (const old of canvas._resources || []) (old instanceof WebGLBuffer ? gl.deleteBuffer(old) : gl.deleteVertexArray(old));
+  for (const old of canvas._resources || [])  // the previous scene's buffers
+    (old instanceof WebGLBuffer ? gl.deleteBuffer(old) : gl.deleteVertexArray(old));
   canvas._resources = [];
   // points
   const pointVao = gl.createVertexArray(); canvas._resources.push(pointVao); gl.bindVertexArray(pointVao);
@@ -221,7 +267,9 @@ function setup(root, scene) {
   const corners = [[0, 1], [0, -1], [1, 1], [1, 1], [0, -1], [1, -1]];
   for (let i = 0; i < n; i++) for (let k = 0; k < 6; k++) {
     const [end, s] = corners[k], me = end ? 3 : 0, them = end ? 0 : 3, v = i * 6 + k;
-    for (let c = 0; c < 3; c++) { pos[v*3+c] = seg[i*6+me+c]; other[v*3+c] = seg[i*6+them+c]; col[v*3+c] = segColors[i*3+c]; }
+    for (let c = 0; c < 3; c++) {
+      pos[v*3+c] = seg[i*6+me+c]; other[v*3+c] = seg[i*6+them+c]; col[v*3+c] = segColors[i*3+c];
+    }
     side[v] = end ? -s : s;
   }
   const lineVao = gl.createVertexArray(); canvas._resources.push(lineVao); gl.bindVertexArray(lineVao);
@@ -245,7 +293,8 @@ function setup(root, scene) {
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     gl.viewport(0, 0, w, h); gl.clearColor(0.118, 0.125, 0.149, 1); gl.enable(gl.DEPTH_TEST);
     gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
-    const dir = [Math.sin(state.yaw) * Math.cos(state.pitch), -Math.sin(state.pitch), -Math.cos(state.yaw) * Math.cos(state.pitch)];
+    const cosPitch = Math.cos(state.pitch);
+    const dir = [Math.sin(state.yaw) * cosPitch, -Math.sin(state.pitch), -Math.cos(state.yaw) * cosPitch];
     const eye = state.target.map((t, i) => t + dir[i] * state.distance);
     const view = lookAt(eye, state.target, [0, -1, 0]); state.view = view;
     // the vertical field of view of camera 1, widened when the canvas is narrower than its photo
@@ -266,7 +315,7 @@ function setup(root, scene) {
     gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_view"), false, view);
     gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_proj"), false, proj);
     gl.uniform2f(gl.getUniformLocation(p, "u_viewport"), w / 2, h / 2);
-    gl.uniform1f(gl.getUniformLocation(p, "u_width"), 2.5 * dpr);
+    gl.uniform1f(gl.getUniformLocation(p, "u_width"), 2.0 * dpr);
     gl.bindVertexArray(lineVao); gl.drawArrays(gl.TRIANGLES, 0, n * 6);
     gl.bindVertexArray(null);
   }
@@ -275,7 +324,9 @@ function setup(root, scene) {
     canvas._wired = true;
     let drag = null;
     canvas.addEventListener("contextmenu", e => e.preventDefault());
-    canvas.addEventListener("pointerdown", e => { drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey}; canvas.setPointerCapture(e.pointerId); });
+    canvas.addEventListener("pointerdown", e => {
+      drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey}; canvas.setPointerCapture(e.pointerId);
+    });
     canvas.addEventListener("pointerup", () => { drag = null; });
     canvas.addEventListener("pointermove", e => {
       if (!drag) return; const s = canvas._state, dx = e.clientX - drag.x, dy = e.clientY - drag.y;
@@ -286,7 +337,9 @@ function setup(root, scene) {
       } else { s.yaw -= dx * 0.008; s.pitch = Math.max(-1.5, Math.min(1.5, s.pitch + dy * 0.008)); }
       canvas._draw();
     });
-    canvas.addEventListener("wheel", e => { e.preventDefault(); canvas._state.distance *= Math.exp(e.deltaY * 0.001); canvas._draw(); }, {passive: false});
+    canvas.addEventListener("wheel", e => {
+      e.preventDefault(); canvas._state.distance *= Math.exp(e.deltaY * 0.001); canvas._draw();
+    }, {passive: false});
     canvas.addEventListener("dblclick", () => { canvas._reset(); canvas._draw(); });
     root.querySelector(".iggt-point-size").addEventListener("input", () => canvas._draw());
     new ResizeObserver(() => canvas._draw && canvas._draw()).observe(canvas);

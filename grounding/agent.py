@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from iggt.errors import IGGTError
 from iggt.progress import Progress
 from iggt.scene import Scene
 
@@ -167,7 +168,8 @@ def _lead_with_failures(text: str, vlm: _MeteredVLM) -> str:
         return text
     if len(failed) >= vlm.calls:
         return f"The VLM failed: {failed[0]} ({len(failed)} of {vlm.calls} requests); no answer."
-    return f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): this answer may be incomplete. {text}"
+    return (f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): "
+            f"this answer may be incomplete. {text}")
 
 
 _TARGET_PREFIX = re.compile(r"^(please\s+)?(find|show( me)?|highlight|locate|where is|where are|which (object|one|"
@@ -431,9 +433,9 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
            progress: Progress | None = None) -> Answer:
     """Answer ``question`` about ``scene`` with ``backend`` in ``mode`` ("verify" or "agent")."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        raise IGGTError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if not question.strip():
-        raise ValueError("the question is empty")
+        raise IGGTError("the question is empty")
     start = time.perf_counter()
     grounder = _Grounder(scene, backend, config, progress)
     if not asks_about_structure(question) and scene.instances.object_ids:

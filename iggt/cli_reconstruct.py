@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from iggt.instances import segment_instances
     from iggt.loading import load_model
     from iggt.reconstruct import Reconstructor, describe_model, resolve_checkpoint, resolve_device
+    from iggt.structure import mark_structure
     from iggt.views import load_views
 
     formats = _parse_formats(args.formats, with_instances=args.clustering != "none")
@@ -136,10 +137,12 @@ def run(args: argparse.Namespace) -> int:
             instances = segment_instances(scene, ClusteringConfig.from_preset(args.clustering),
                                           progress=stage(RECONSTRUCTION_SHARE, CLUSTERING_SHARE))
             scene = scene.with_instances(instances)
+            scene = scene.with_instances(mark_structure(scene))  # floor, walls, large planes
         options = PointCloudOptions(conf_percentile=args.conf_percentile, geometry=args.geometry)
         written = export_all(scene, args.out, formats, options,
                              progress=stage(RECONSTRUCTION_SHARE + CLUSTERING_SHARE,
-                                            1 - RECONSTRUCTION_SHARE - CLUSTERING_SHARE))
+                                            1 - RECONSTRUCTION_SHARE - CLUSTERING_SHARE),
+                             photos=[view.image for view in views])
 
     found = "instances not computed" if scene.instances is None else f"{scene.instances.count} instances"
     print(f"{scene.num_views} views at {scene.image_size[1]}x{scene.image_size[0]}, {found}, "

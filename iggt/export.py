@@ -103,6 +103,8 @@ class PointCloud:
     """``[N]`` int32 instance id, `BACKGROUND` (-1) when none."""
     view: np.ndarray
     """``[N]`` index of the view each point was seen in."""
+    pixel: np.ndarray | None = None
+    """``[N, 2]`` (row, column) of the model-input pixel each point was seen through."""
 
 
 # -- point selection and colours ----------------------------------------------------------
@@ -145,7 +147,7 @@ def select_points(scene: Scene, options: PointCloudOptions = PointCloudOptions()
     instance = labels[view, row, col].astype(np.int32)
     if options.highlight is not None:
         colors = dim_colors(colors, instance, options.highlight)
-    return PointCloud(points[view, row, col].astype(np.float32), colors, instance, view)
+    return PointCloud(points[view, row, col].astype(np.float32), colors, instance, view, np.stack([row, col], axis=1))
 
 
 def dim_colors(colors: np.ndarray, instance: np.ndarray, highlight: Sequence[int]) -> np.ndarray:
@@ -549,11 +551,13 @@ def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.
 
 # -- everything ---------------------------------------------------------------------------
 def export_all(scene: Scene, out_dir: str | Path, formats: Sequence[str] = FORMATS,
-               options: PointCloudOptions = PointCloudOptions(), progress: Progress | None = None) -> dict[str, Path]:
+               options: PointCloudOptions = PointCloudOptions(), progress: Progress | None = None,
+               photos: Sequence[Image.Image] | None = None) -> dict[str, Path]:
     """Write each requested format into ``out_dir``; returns what was written, by name.
 
     ``glb`` writes ``scene.glb`` (photo colours), and also ``instances.glb`` when the scene
-    has instances and ``features.glb`` (PCA of the instance features).
+    has instances and ``features.glb`` (PCA of the instance features). ``photos`` (one per view)
+    are what the mask overlays are drawn on (see `write_instance_masks`).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -576,7 +580,7 @@ def export_all(scene: Scene, out_dir: str | Path, formats: Sequence[str] = FORMA
         elif name == "ply":
             written["ply"] = write_ply(scene, out_dir / "points.ply", options)
         elif name == "masks":
-            write_instance_masks(scene, out_dir / "masks")
+            write_instance_masks(scene, out_dir / "masks", photos)
             written["masks"] = out_dir / "masks"
         elif name == "json":
             written["json"] = write_summary(scene, out_dir / "summary.json")

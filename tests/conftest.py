@@ -45,15 +45,23 @@ def vlm_server():
 
 
 @pytest.fixture(scope="module")
-def browser():
+def chromium_args() -> list[str]:
+    """Command-line arguments of the `browser` fixture's Chromium (a test module may override them)."""
+    from tools.app_page import CHROMIUM_ARGS
+
+    return CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_args):
     """Debian's Chromium driven by Playwright; the test is skipped where it is not installed."""
-    from tools.app_page import CHROMIUM, CHROMIUM_ARGS
+    from tools.app_page import CHROMIUM
 
     if CHROMIUM is None:
         pytest.skip("needs Debian's Chromium (`apt-get install chromium`)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
         yield browser
         browser.close()

@@ -17,11 +17,13 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from demo.handlers import SOFTWARE_FAULT, user_errors
+from demo.services import VLMService
 from grounding.agent import answer
 from grounding.evaluation import benchmark_scene
 from grounding.spatial import SpatialError
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM, VLMUnavailable, served_models
 from helpers import write_synthetic_photos
+from iggt.errors import IGGTError
 from iggt.views import InputError
 from tools.app_page import ask_in_page, open_page, reconstruct_in_page
 from tools.app_server import free_port, running_app
@@ -63,16 +65,36 @@ def test_anything_else_is_a_software_fault_logged_with_its_traceback(error, capl
 
 def test_the_server_says_which_models_it_serves(vlm_server):
     assert served_models(vlm_server.url)[0] == "seeing"
+    assert VLMService().backend(COMPATIBLE, base_url=vlm_server.url, model=None, api_key=None).name == "openai:seeing"
     with pytest.raises(VLMUnavailable, match="cannot reach the VLM server"):
         served_models(f"http://127.0.0.1:{free_port()}/v1")
 
 
-def test_a_failing_vlm_leads_the_answer(vlm_server):
+def test_a_server_that_lists_no_models_needs_a_model_name(vlm_server):
+    unlisted = vlm_server.url.removesuffix("/v1") + "/other"  # answers 404 to GET /other/models
+    assert served_models(unlisted) == []
+    with pytest.raises(IGGTError, match="does not say which models it serves: enter the model name"):
+        VLMService().backend(COMPATIBLE, base_url=unlisted, model=None, api_key=None)
+    assert VLMService().backend(COMPATIBLE, base_url=unlisted, model="seeing", api_key=None).name == "openai:seeing"
+
+
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+@pytest.mark.parametrize("failure", ["HTTP 500", "cannot reach the server"])
+def test_a_failing_vlm_leads_the_answer(vlm_server, failure, mode):
     _, scene = benchmark_scene(3)
-    broken = OpenAIVLM(OpenAIConfig(model="fail-500-100000", base_url=vlm_server.url, max_retries=0))
-    result = answer(scene, "Where is the red cube?", broken, mode="verify")
-    assert result.text.startswith("The VLM failed: HTTP 500") and result.instance_ids == []
+    url = vlm_server.url if failure == "HTTP 500" else f"http://127.0.0.1:{free_port()}/v1"
+    broken = OpenAIVLM(OpenAIConfig(model="fail-500-100000", base_url=url, max_retries=0))
+    result = answer(scene, "Where is the red cube?", broken, mode=mode)
+    assert result.text.startswith(f"The VLM failed: {failure}") and result.instance_ids == []
     assert "No instance matches" not in result.text
+
+
+def test_an_answer_with_some_failed_requests_says_so_first(vlm_server):
+    _, scene = benchmark_scene(3)
+    flaky = OpenAIVLM(OpenAIConfig(model="fail-500-2", base_url=vlm_server.url, max_retries=0))
+    result = answer(scene, "Where is the red cube?", flaky, mode="verify")
+    assert result.text.startswith(f"The VLM failed in 2 of {result.vlm_calls} requests (HTTP 500")
+    assert "this answer may be incomplete" in result.text
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -134,8 +156,8 @@ def test_a_failure_stays_in_the_status_names_the_bad_file_and_keeps_the_results(
     bad = tmp_path / "holiday.jpg"
     bad.write_text("this is a text file, not a photo")
     choose_files(page, [photos[0], bad, photos[1]])
-    preview.get_by_text("1 cannot be used: holiday.jpg is not an image").wait_for()
-    assert "holiday.jpg" in preview.locator("img").first.get_attribute("alt") + preview.inner_text()
+    page.locator("#inputs-note").get_by_text("holiday.jpg is not an image").wait_for()
+    assert "holiday.jpg is not an image" in preview.locator("img").first.get_attribute("alt")  # the first tile
     page.locator("#reconstruct").click()
     shown = page.locator("#status")
     shown.get_by_text("Could not reconstruct").wait_for()
@@ -161,24 +183,26 @@ def test_one_photo_is_one_view(page, tmp_path):
 @pytest.mark.browser
 def test_the_answer_and_its_highlight_are_beside_the_question(page, vlm_server, tmp_path):
     reconstruct_in_page(page, example="synthetic-5")
-    unreachable = f"http://127.0.0.1:{free_port()}/v1"
+    assert "name" not in page.locator("#instances th").all_inner_texts(), "an empty name column"
     page.get_by_role("tab", name="Ask").click()
     assert "verify:" in page.locator("#mode").inner_text() and "agent:" in page.locator("#mode").inner_text()
 
-    page.locator("#question textarea").fill("Where is the yellow cube?")
-    page.locator("#backend input").click()
-    page.get_by_role("option", name=COMPATIBLE).click()
-    page.locator("#base-url textarea, #base-url input").first.fill(unreachable)
-    page.locator("#ask").click()
-    shown = page.locator("#answer")
-    shown.get_by_text("The VLM failed: cannot reach the VLM server").wait_for()
-    page.screenshot(path=str(tmp_path / "1-unreachable.png"), full_page=True)
-
-    text = ask_in_page(page, "Where is the yellow cube?", vlm_server.url)
-    page.locator("#answer-views img").first.wait_for()
+    text = ask_in_page(page, "Where is the yellow cube?", vlm_server.url)  # model name left empty
+    highlights = page.locator("#answer-views img")
+    highlights.first.wait_for()
     page.locator("#answer-views").scroll_into_view_if_needed()
-    page.screenshot(path=str(tmp_path / "2-answer.png"))
+    page.screenshot(path=str(tmp_path / "1-answer.png"))
     found = text.split("Instances:")[1].split("\n")[0].strip()
     assert found != "none" and "yellow cube" in found, text  # named in words, not only by id
-    assert page.locator("#answer-views img").first.is_visible()
+    assert highlights.first.is_visible() and "yellow cube" in highlights.first.get_attribute("alt")
     assert "Answered by openai:seeing" in text
+    assert "name" in page.locator("#instances th").all_inner_texts()
+    shown = highlights.evaluate_all("images => images.map(image => image.src)")
+
+    page.locator("#base-url textarea, #base-url input").first.fill(f"http://127.0.0.1:{free_port()}/v1")
+    page.locator("#ask").click()
+    message = page.locator("#answer").get_by_text("The VLM failed: cannot reach the VLM server")
+    message.wait_for()
+    page.screenshot(path=str(tmp_path / "2-unreachable.png"), full_page=True)
+    assert page.locator("#answer").inner_text().startswith("⚠️ No answer: The VLM failed")
+    assert highlights.evaluate_all("images => images.map(image => image.src)") == shown

@@ -163,5 +163,4 @@ def test_masks_at_the_photos_resolution(browser, app):
     assert len(changes) > 0.5 * 640
 
     page.get_by_label("168 px", exact=False).check()  # a larger model input: the scene is finer
-    page.locator("#reconstruct").click()
-    page.locator("#status").get_by_text("at 168x").wait_for()
+    assert "at 168x" in reconstruct_in_page(page)

@@ -102,7 +102,8 @@ def test_init_at_another_size_changes_only_the_position_table_shape(tmp_path):
     with torch.inference_mode():
         before, after = shipped(images), resized(images)
     for name in ("pose_enc", "depth", "world_points", "instance_features"):
-        torch.testing.assert_close(getattr(after, name), getattr(before, name), rtol=1e-4, atol=1e-5)
+        a, b = getattr(after, name), getattr(before, name)
+        assert (a - b).norm() <= 1e-5 * b.norm(), name  # the same up to the order of float operations
 
 
 def test_split_and_join_keep_every_tensor(tiny_checkpoint, tmp_path):

@@ -50,10 +50,9 @@ def wheel(tmp_path_factory) -> Path:
 def installed(wheel, tmp_path_factory) -> Path:
     """The ``bin`` folder of a fresh virtual environment with the wheel installed."""
     env_dir = tmp_path_factory.mktemp("fresh-venv")
-    venv.EnvBuilder(with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)  # its own pip, from the interpreter's bundled wheel
     python = env_dir / "bin" / "python"
-    result = run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
-                 cwd=env_dir)
+    result = run([python, "-m", "pip", "install", "--no-deps", "--no-index", wheel], cwd=env_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=env_dir)
                 .stdout.strip())

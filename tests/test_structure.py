@@ -21,7 +21,8 @@ def room() -> tuple[Scene, np.ndarray]:
     x = (cols - WIDTH / 2) * 0.1
     points = np.stack([x, (rows - HEIGHT / 2) * 0.1, np.full_like(x, 5.0)], axis=-1)  # the wall at z = 5
     floor = rows >= HEIGHT / 2
-    points[floor] = np.stack([x[floor], np.full(floor.sum(), 1.0), 2.0 + (rows[floor] - HEIGHT / 2) * 0.15], axis=-1)
+    depth = 2.0 + (rows[floor] - HEIGHT / 2) * 0.15
+    points[floor] = np.stack([x[floor], np.full(floor.sum(), 1.0), depth], axis=-1)
     labels = np.where(floor, FLOOR, WALL)
     box = (rows >= 24) & (rows < 34) & (cols >= 22) & (cols < 38)
     points[box] = np.stack([x[box], 0.2 + (rows[box] - 24) * 0.05, np.full(box.sum(), 3.0)], axis=-1)
@@ -34,7 +35,8 @@ def room() -> tuple[Scene, np.ndarray]:
                   intrinsics=np.array([[[40.0, 0, WIDTH / 2], [0, 40.0, HEIGHT / 2], [0, 0, 1]]], np.float32),
                   depth=points[None, ..., 2].astype(np.float32), depth_conf=ones * 2,
                   world_points=points[None].astype(np.float32), world_points_conf=ones * 2,
-                  points_from_depth=points[None].astype(np.float32), features=np.zeros((1, HEIGHT, WIDTH, 8), np.float32))
+                  points_from_depth=points[None].astype(np.float32),
+                  features=np.zeros((1, HEIGHT, WIDTH, 8), np.float32))
     scene.instances = describe_instances(labels[None], scene.points_from_depth, scene.images)
     return scene, box
 
@@ -71,8 +73,9 @@ def test_point_selection_drops_structure_frames_and_colours():
     assert len(everything.points) == HEIGHT * WIDTH and len(objects.points) == box.sum() + 12
     scene.images[0, :5] = 0.0  # black
     scene.images[0, 5:10] = 1.0  # white
-    assert len(select_points(scene, PointCloudOptions(conf_percentile=0, drop_black=True)).points) == (HEIGHT - 5) * WIDTH
-    assert len(select_points(scene, PointCloudOptions(conf_percentile=0, drop_white=True)).points) == (HEIGHT - 5) * WIDTH
+    for drop in ("drop_black", "drop_white"):
+        kept = select_points(scene, PointCloudOptions(conf_percentile=0, **{drop: True}))
+        assert len(kept.points) == (HEIGHT - 5) * WIDTH, drop
     assert len(select_points(scene, PointCloudOptions(conf_percentile=0, views=[])).points) == 0
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,16 +26,10 @@ from iggt.export import PointCloudOptions, dim_colors, select_points
 from iggt.geometry import invert_extrinsics
 from iggt.scene import BACKGROUND, Instances, Scene
 from iggt.viewer import NO_INSTANCE, SceneViewer, ViewerConfig, pick_instance, pixel_footprint
+from tools.app_page import WEBGL_CHROMIUM_ARGS, open_viewer
 from tools.app_server import free_port
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-# SwiftShader: WebGL without a GPU
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_S = 60
-SCREENSHOT = REPO_ROOT / "assets" / "screenshots" / "viser.png"
-SCREENSHOT_PHOTOS = [root / "shared" / "examples-real" / "demo6" for root in (REPO_ROOT, REPO_ROOT.parent)]
-"""The README screenshot shows the shipped model's reconstruction of these photos (the first that exists)."""
 
 
 @pytest.fixture(scope="module")
@@ -201,27 +193,9 @@ def test_view_command_refuses_a_missing_scene(tmp_path):
 
 # -- in the browser -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("needs Debian's Chromium (`apt-get install chromium`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def open_viewer(browser, viewer: SceneViewer, width: int = 1400, height: int = 900):
-    """The viewer's page with the scene drawn (its points arrived) and viser's notices closed."""
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(TIMEOUT_S * 1000)
-    page.goto(viewer.url)
-    page.get_by_text(f"{len(viewer.cloud.points):,} points").wait_for()
-    for close in page.locator(".mantine-Notification-closeButton").all():
-        close.click()
-    time.sleep(2)  # a few frames of software rendering
-    return page
+def chromium_args() -> list[str]:
+    """The `browser` fixture's arguments: viser draws with WebGL."""
+    return WEBGL_CHROMIUM_ARGS
 
 
 def canvas_picture(page) -> np.ndarray:
@@ -250,20 +224,3 @@ def test_page_draws_the_scene_and_a_click_picks_an_instance(browser, viewer, sce
         time.sleep(0.1)
     assert viewer.picked == expected
     page.close()
-
-
-@pytest.mark.slow
-@pytest.mark.browser
-def test_readme_screenshot(browser, tmp_path):
-    """`assets/screenshots/viser.png`: the shipped model's reconstruction of a real kitchen, instances coloured."""
-    photos = next((folder for folder in SCREENSHOT_PHOTOS if folder.exists()), None)
-    if photos is None:
-        pytest.skip("the screenshot photos (shared/examples-real/demo6) are not here")
-    subprocess.run([sys.executable, "-m", "iggt", "reconstruct", str(photos), "--clustering", "small",
-                    "--formats", "scene", "--out", str(tmp_path)], cwd=REPO_ROOT, check=True, timeout=600)
-    with SceneViewer(Scene.load(tmp_path / "scene.npz"), ViewerConfig(port=0)) as viewer:
-        viewer.color_control.value = "Instances"
-        page = open_viewer(browser, viewer, width=1400, height=900)
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENSHOT)
-        page.close()

@@ -1,8 +1,10 @@
-"""Driving the app's page in Debian's Chromium through Playwright, as a person would: shared by the
-browser tests, `benchmarks/app_latency.py --browser` and `assets/screenshots/make_screenshots.py`."""
+"""Driving the project's pages (the Gradio app, the viser viewer) in Debian's Chromium through
+Playwright, as a person would: shared by the browser tests, `benchmarks/app_latency.py --browser`
+and `assets/screenshots/make_screenshots.py`."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from iggt.scene import Scene, ViewTransform
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WEBGL_CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--enable-unsafe-swiftshader"]
+"""For the viser viewer, which needs WebGL: SwiftShader draws it without a GPU."""
 TIMEOUT_MS = 60_000
 
 
@@ -27,14 +31,17 @@ def reconstruct_in_page(page, photos: list[Path] | None = None, example: str | N
     """Upload photos through the file input (or pick an example), press Reconstruct, return the status."""
     if photos:
         page.locator("#upload input[type=file]").set_input_files([str(p) for p in photos])
-        for photo in photos:
-            page.locator("#upload").get_by_text(photo.stem, exact=True).first.wait_for()
+        count = f"{len(photos)} photo" + ("s" if len(photos) > 1 else "")
+        page.locator("#inputs-preview").get_by_text(count).first.wait_for()  # uploaded (long names are cut short)
     if example:
         page.locator("#example input").click()
         page.get_by_role("option", name=example, exact=True).click()
-    page.locator("#reconstruct").click()
     status = page.locator("#status")
-    status.get_by_text("downloads ready").wait_for()  # the result shows first, the download files follow
+    page.locator("#reconstruct").click()
+    # the result shows first ("preparing the downloads"), the download files follow ("downloads ready")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('preparing the downloads')",
+                           polling="raf")
+    status.get_by_text("downloads ready").wait_for()
     return status.inner_text()
 
 
@@ -83,3 +90,16 @@ def screenshot_at(page, selector: str, path: Path) -> None:
     page.locator(selector).first.evaluate("element => element.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(3000)  # let the 3D viewer and images draw
     page.screenshot(path=str(path))
+
+
+def open_viewer(browser, viewer, width: int = 1400, height: int = 900):
+    """The page of a running `iggt.viewer.SceneViewer` with the scene drawn (its points arrived) and
+    viser's notices closed."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(viewer.url)
+    page.get_by_text(f"{len(viewer.cloud.points):,} points").wait_for()
+    for close in page.locator(".mantine-Notification-closeButton").all():
+        close.click()
+    time.sleep(2)  # a few frames of software rendering
+    return page

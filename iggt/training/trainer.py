@@ -283,7 +283,10 @@ class Trainer:
         from iggt.model.iggt import IGGT
 
         section = self.config.model
-        model_config = IGGTConfig.from_preset(section.preset).replace(**section.overrides)
+        try:
+            model_config = IGGTConfig.from_preset(section.preset).replace(**section.overrides)
+        except ValueError as error:  # an unknown preset or field of the recipe
+            raise IGGTError(f"model: {error}") from None
         if section.init == "scratch":
             model = IGGT(model_config)
         elif section.init in ("vggt", "iggt"):

@@ -20,7 +20,7 @@ Public entry points are re-exported here; the modules follow the pipeline: `conf
 drawn), `primitives` (ray intersection), `layout` (room and objects), `cameras` (trajectories),
 `render` (textures and shading), `scenes` (records and data sets).
 """
-from iggt.data.synthetic.config import CATEGORIES, PALETTE, TRAJECTORIES, GeneratorConfig
+from iggt.data.synthetic.config import CATEGORIES, GeneratorConfig
 from iggt.data.synthetic.scenes import generate_dataset, generate_scene, scene_seed
 
-__all__ = ["CATEGORIES", "PALETTE", "TRAJECTORIES", "GeneratorConfig", "generate_dataset", "generate_scene", "scene_seed"]
+__all__ = ["CATEGORIES", "GeneratorConfig", "generate_dataset", "generate_scene", "scene_seed"]

@@ -65,6 +65,15 @@ def _box(half: np.ndarray, offset: np.ndarray) -> tuple[str, tuple, np.ndarray, 
     return "box", (half,), offset, float(np.linalg.norm(half))
 
 
+def _slab_on_legs(width: float, depth: float, height: float, thickness: float, leg: float) -> list:
+    """A table top or chair seat at ``height`` on four square legs at its corners."""
+    parts = [_box(np.array([width / 2, depth / 2, thickness / 2]), np.array([0, 0, height - thickness / 2]))]
+    parts += [_box(np.array([leg / 2, leg / 2, (height - thickness) / 2]),
+                   np.array([sx * (width / 2 - leg), sy * (depth / 2 - leg), (height - thickness) / 2]))
+              for sx in (-1, 1) for sy in (-1, 1)]
+    return parts
+
+
 def _shape(category: str, rng: np.random.Generator) -> tuple[list[tuple[str, tuple, np.ndarray, float]], np.ndarray]:
     """Random dimensions of one object: its primitives as (kind, params, offset from the base
     centre, bounding radius) in the object's frame (z up, base at z = 0), and its local size."""
@@ -90,17 +99,10 @@ def _shape(category: str, rng: np.random.Generator) -> tuple[list[tuple[str, tup
         return [("capsule", (r, length / 2 - r), np.array([0, 0, r]), length / 2)], np.array([length, 2 * r, 2 * r])
     if category == "table":
         w, dp, h, th, leg = u(0.6, 1.2), u(0.5, 0.9), u(0.45, 0.8), 0.05, 0.05
-        parts = [_box(np.array([w / 2, dp / 2, th / 2]), np.array([0, 0, h - th / 2]))]
-        parts += [_box(np.array([leg / 2, leg / 2, (h - th) / 2]),
-                       np.array([sx * (w / 2 - leg), sy * (dp / 2 - leg), (h - th) / 2]))
-                  for sx in (-1, 1) for sy in (-1, 1)]
-        return parts, np.array([w, dp, h])
+        return _slab_on_legs(w, dp, h, th, leg), np.array([w, dp, h])
     if category == "chair":
         s, seat_h, back_h, th, leg = u(0.4, 0.5), u(0.4, 0.5), u(0.35, 0.5), 0.05, 0.04
-        parts = [_box(np.array([s / 2, s / 2, th / 2]), np.array([0, 0, seat_h - th / 2]))]
-        parts += [_box(np.array([leg / 2, leg / 2, (seat_h - th) / 2]),
-                       np.array([sx * (s / 2 - leg), sy * (s / 2 - leg), (seat_h - th) / 2]))
-                  for sx in (-1, 1) for sy in (-1, 1)]
+        parts = _slab_on_legs(s, s, seat_h, th, leg)
         parts.append(_box(np.array([th / 2, s / 2, back_h / 2]), np.array([-s / 2 + th / 2, 0, seat_h + back_h / 2])))
         return parts, np.array([s, s, seat_h + back_h])
     raise ValueError(f"unknown category {category!r}")
