@@ -349,6 +349,7 @@ function setup(root, scene) {
   canvas.dataset.points = String(scene.count);
   scenesDrawn += 1; canvas.dataset.scenes = String(scenesDrawn);  // tests wait for a new scene drawn
   canvas.dataset.renderMs = String(Math.round(performance.now() - started));
+  canvas.dataset.drawnAt = String(performance.now());  // the page's clock, for benchmarks/app_latency.py
 }
 
 const root = element.querySelector(".iggt-viewer");

@@ -296,7 +296,7 @@ def hub_download(repo_id: str, filename: str, *, local_files_only: bool = False,
     ``options`` go to ``huggingface_hub.hf_hub_download`` (revision, cache_dir, token, ...).
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import LocalEntryNotFoundError
 
     if hub_offline():
         reason = "offline mode (HF_HUB_OFFLINE) and the file is not cached"

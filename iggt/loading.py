@@ -124,7 +124,7 @@ def load_official_weights(model: IGGT, kind: str, path: str | Path | None = None
 
 
 def _load_from_hub(repo_id: str, strict: bool) -> tuple[IGGT, LoadReport]:
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
 
     try:
         config_path = hub_download(repo_id, CONFIG_NAME)

@@ -87,3 +87,20 @@ def test_the_console_script_reports_a_bad_input_in_one_line(installed, tmp_path)
                  env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_checkpoint_loading_works_with_the_lowest_huggingface_hub_allowed(tmp_path):
+    """requirements.txt allows huggingface_hub from its floor: run the checkpoint tests with exactly that version."""
+    floor = next(line.split(">=")[1].strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+                 if line.startswith("huggingface_hub>="))
+    target = tmp_path / "hub"
+    installed = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
+                     f"huggingface_hub=={floor}"], cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO_ROOT)]), "HF_HUB_OFFLINE": ""}
+    probe = run([sys.executable, "-c", "import huggingface_hub; print(huggingface_hub.__version__)"], cwd=REPO_ROOT,
+                env=environment)
+    assert probe.stdout.strip().startswith(floor), probe.stderr[-2000:]
+    tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_checkpoint.py",
+                 "tests/test_model_service.py"], cwd=REPO_ROOT, env=environment)
+    assert tests.returncode == 0, tests.stdout[-3000:]
