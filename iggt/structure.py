@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from iggt.evaluation.baselines import fit_plane, ransac_plane
+from iggt.geometry import fit_plane, ransac_plane
 from iggt.instances import describe_instances
 from iggt.scene import Instances, Scene
 

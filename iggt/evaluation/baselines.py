@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 from sklearn.cluster import DBSCAN
 
 from iggt.evaluation.metrics import label_overlap
+from iggt.geometry import ransac_plane
 from iggt.instances import ClusteringConfig, segment_instances
 from iggt.scene import BACKGROUND, Scene
 
@@ -103,33 +104,6 @@ class GeometryGroupingConfig:
     min_cluster_fraction: float = 0.0005
     """Components smaller than this share of the points are noise (background)."""
     seed: int = 0
-
-
-def fit_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares plane (unit normal n, offset d with n . x = d) through ``points`` ``[N, 3]``."""
-    centroid = points.mean(axis=0)
-    normal = np.linalg.svd(points - centroid, full_matrices=False)[2][-1]
-    return normal, float(normal @ centroid)
-
-
-def ransac_plane(points: np.ndarray, tolerance: float, iterations: int, rng: np.random.Generator) -> np.ndarray:
-    """Inlier mask of the plane with most points within ``tolerance`` among random 3-point
-    candidates, refined by least squares; all False when every candidate is degenerate."""
-    triples = points[rng.integers(0, len(points), size=(iterations, 3))]
-    normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
-    lengths = np.linalg.norm(normals, axis=1)
-    usable = lengths > 1e-12
-    if not usable.any():
-        return np.zeros(len(points), dtype=bool)
-    normals = normals[usable] / lengths[usable, None]
-    offsets = (normals * triples[usable, 0]).sum(axis=1)
-    inlier_counts = np.concatenate([  # in chunks of candidates, to bound the memory
-        (np.abs(points @ normals[i:i + 32].T - offsets[i:i + 32]) < tolerance).sum(axis=0)
-        for i in range(0, len(normals), 32)])
-    best = int(inlier_counts.argmax())
-    inliers = np.abs(points @ normals[best] - offsets[best]) < tolerance
-    normal, offset = fit_plane(points[inliers])
-    return np.abs(points @ normal - offset) < tolerance
 
 
 def geometry_instances(scene: Scene, config: GeometryGroupingConfig | None = None) -> np.ndarray:
