@@ -58,7 +58,7 @@ def app_screenshots(playwright) -> None:
 
             reconstruct_in_page(page, example="synthetic-5")  # the seeing test VLM knows the shapes drawn there
             ask_in_page(page, "Where is the yellow cube?", vlm.url)
-            screenshot_at(page, "#model-banner", HERE / "question.png")
+            screenshot_at(page, "#question", HERE / "question.png")  # the answer, its highlights and trace
     finally:
         browser.close()
         vlm.stop()
