@@ -13,12 +13,11 @@ The world is the scene's (OpenCV, first camera = origin), so the start pose need
 from __future__ import annotations
 
 import base64
-import colorsys
 
 import gradio as gr
 import numpy as np
 
-from iggt.export import PointCloudOptions, select_points
+from iggt.export import PointCloudOptions, camera_color, select_points
 from iggt.geometry import invert_extrinsics
 from iggt.scene import Scene
 
@@ -132,8 +131,7 @@ def _frustum_lines(scene: Scene, depth: float) -> list[tuple[list[float], tuple[
                           (-half_w, half_h, depth), (0, -1.5 * half_h, depth)])
         cam_to_world = invert_extrinsics(scene.extrinsics[index].astype(np.float64))
         corners = local @ cam_to_world[:, :3].T + cam_to_world[:, 3]
-        hue = index / max(scene.num_views, 1)
-        color = tuple(int(c) for c in np.round(np.array(colorsys.hsv_to_rgb(hue, 0.85, 1.0)) * 255))
+        color = tuple(int(c) for c in camera_color(index, scene.num_views))  # as in the GLB and viser
         for a, b in ((0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1), (1, 5), (5, 2)):
             lines.append(([*corners[a], *corners[b]], color))
     return lines

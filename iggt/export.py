@@ -310,21 +310,25 @@ def instance_overlays(scene: Scene, highlight: Sequence[int] | None = None,
     on the model input.
     """
     _require_instances(scene, "draw instance overlays")
-    overlays = []
-    for index in range(scene.num_views) if views is None else views:
-        if photos is None:
-            image, labels = scene.images[index], scene.instances.labels[index]
-        else:
-            photo = photos[index]
-            scale = min(1.0, max_side / max(photo.size)) if max_side else 1.0
-            size = (max(1, round(photo.height * scale)), max(1, round(photo.width * scale)))
-            image = np.asarray(photo.convert("RGB").resize(size[::-1], Image.BILINEAR), np.float32) / 255
+    return [_view_overlay(scene, index, highlight, None if photos is None else photos[index], max_side)
+            for index in (range(scene.num_views) if views is None else views)]
+
+
+def _view_overlay(scene: Scene, index: int, highlight: Sequence[int] | None, photo: Image.Image | None,
+                  max_side: int | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    """One view's overlay (see `instance_overlays`); ``labels`` already upsampled to the drawn size are reused."""
+    if photo is None:
+        image, labels = scene.images[index], scene.instances.labels[index]
+    else:
+        scale = min(1.0, max_side / max(photo.size)) if max_side else 1.0
+        size = (max(1, round(photo.height * scale)), max(1, round(photo.width * scale)))
+        image = np.asarray(photo.convert("RGB").resize(size[::-1], Image.BILINEAR), np.float32) / 255
+        if labels is None or labels.shape != size:
             labels = upsample_labels(scene, index, size)
-        if highlight is not None:
-            labels = np.where(np.isin(labels, np.asarray(list(highlight), dtype=np.int64)), labels, BACKGROUND)
-        palette = np.vstack([scene.instances.colors, np.zeros((1, 3), np.uint8)])
-        overlays.append(_overlay(image, labels, palette[np.where(labels >= 0, labels, len(palette) - 1)]))
-    return overlays
+    if highlight is not None:
+        labels = np.where(np.isin(labels, np.asarray(list(highlight), dtype=np.int64)), labels, BACKGROUND)
+    palette = np.vstack([scene.instances.colors, np.zeros((1, 3), np.uint8)])
+    return _overlay(image, labels, palette[np.where(labels >= 0, labels, len(palette) - 1)])
 
 
 def upsample_labels(scene: Scene, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -387,12 +391,13 @@ def write_instance_masks(scene: Scene, directory: str | Path,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, overlay in enumerate(instance_overlays(scene, photos=photos)):
+    for index in range(scene.num_views):
         stem = f"{index:03d}_{_safe_stem(_view_name(scene, index))}"
         written.append(directory / f"{stem}_ids.png")
         labels = upsample_labels(scene, index, _view_transform(scene, index).original_size)
         Image.fromarray(one_based_ids(labels).astype(np.uint16)).save(written[-1])
         written.append(directory / f"{stem}_overlay.png")
+        overlay = _view_overlay(scene, index, None, None if photos is None else photos[index], labels=labels)
         Image.fromarray(overlay).save(written[-1])
     return written
 
