@@ -1,12 +1,26 @@
 """Grounding benchmark: accuracy, VLM calls per question and time spent outside the VLM.
 
-Answers the questions of `grounding.evaluation.make_questions` on generated scenes in verify
-and agent mode. By default the VLM is the seeing test server (grounding/vlm/seeing_server.py,
-started in-process); ``--base-url``/``--model`` point it at a real OpenAI-compatible server
-instead (API key from OPENAI_API_KEY). Answers are cached per scene within a mode (as in an
-app session), so later questions about a scene cost fewer VLM calls.
+Answers the questions of `grounding.evaluation.make_questions` on generated scenes
+(`grounding.evaluation.SCENES`) in verify and agent mode. Questions are always written from a
+scene's ground truth (the same questions in every run); what they are answered on:
+
+* without ``--checkpoint``: the oracle scene (perfect instances at the record's resolution),
+  judged by the exact instance ids (`Question.is_correct`);
+* with ``--checkpoint``: the model's reconstruction of the views (`Reconstructor` at the model's
+  own input size, clustered with ``--clustering``, by default the preset the app picks for that
+  model, and structure marked as the app does) and, beside it, the oracle at the model's pixels
+  (`resample_record`: the same images, perfect instances), so the gap between the two columns
+  is the model's instances, not the resolution. Both are judged by the ground-truth objects
+  their instances stand for (`match_to_objects`, `judge_on_objects`).
+
+By default the VLM is the seeing test server (grounding/vlm/seeing_server.py, started
+in-process); ``--base-url``/``--model`` point it at a real OpenAI-compatible server instead (API
+key from OPENAI_API_KEY). Answers are cached per scene within a mode and source (as in an app
+session), so later questions about a scene cost fewer VLM calls. The run ends with a markdown
+table of accuracy per mode and question kind, one column per source.
 
     python benchmarks/grounding.py --scenes 10
+    python benchmarks/grounding.py --scenes 20 --checkpoint iggt/weights/iggt-small
 """
 from __future__ import annotations
 
@@ -14,16 +28,160 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from grounding.evaluation import benchmark_scene, make_questions, run_questions, summarize  # noqa: E402
+from grounding.evaluation import (KINDS, MIN_MATCH_IOU, Outcome, benchmark_scene, make_questions,  # noqa: E402
+                                  match_to_objects, resample_record, run_questions, summarize, unnamed_oracle)
 from grounding.highlight import highlight_instance  # noqa: E402
+from grounding.vlm.base import VLM  # noqa: E402
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM  # noqa: E402
+from iggt.data.scene_format import SceneRecord  # noqa: E402
+from iggt.instances import ClusteringConfig, segment_instances  # noqa: E402
+from iggt.reconstruct import Reconstructor  # noqa: E402
+from iggt.scene import Scene  # noqa: E402
+from iggt.structure import mark_structure  # noqa: E402
+
+ORACLE = "oracle"
+
+
+@dataclass
+class Source:
+    """One scene the questions are answered on, and how its instances map to the ground truth."""
+
+    name: str
+    scene: Scene
+    matches: dict[int, int] | None
+    """Instance -> record object (`match_to_objects`); None for the oracle the questions were written on."""
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """The model under test: what the app would run for this checkpoint."""
+
+    reconstructor: Reconstructor
+    clustering: str
+    name: str
+    structure: bool = True
+    """Mark floor, walls and planes as structure (`mark_structure`), as the app does; the agent leaves them out."""
+
+    @property
+    def oracle_name(self) -> str:
+        return f"{ORACLE} at {self.reconstructor.size} px"
+
+    def sources(self, record: SceneRecord) -> list[Source]:
+        """The reconstruction of the record's views, and the oracle at the same pixels."""
+        scene = self.reconstructor([Image.fromarray(image) for image in record.images])
+        scene = scene.with_instances(segment_instances(scene, ClusteringConfig.from_preset(self.clustering)))
+        if self.structure:
+            scene = scene.with_instances(mark_structure(scene))
+        truth = resample_record(record, scene)
+        perfect = unnamed_oracle(truth)
+        return [Source(self.name, scene, match_to_objects(truth.instance_ids, scene.instances.labels)),
+                Source(self.oracle_name, perfect, match_to_objects(truth.instance_ids, perfect.instances.labels))]
+
+
+def load_model_run(checkpoint: str, clustering: str | None, device: str, structure: bool = True) -> ModelRun:
+    """The checkpoint's model at its own input size, with the app's clustering preset unless one is given."""
+    from demo.services import describe
+    from iggt.evaluation.evaluate import make_reconstructor
+
+    reconstructor = make_reconstructor(checkpoint, device)
+    clustering = clustering or describe(checkpoint, reconstructor.model).clustering
+    name = f"{Path(checkpoint).name or checkpoint} ({clustering}{'' if structure else ', no structure'})"
+    return ModelRun(reconstructor, clustering, name, structure)
+
+
+class Benchmark:
+    """Answers the questions of one scene after another and keeps what the report needs."""
+
+    def __init__(self, model_run: ModelRun | None, modes: list[str], make_backend: Callable[[], VLM]):
+        self.model_run, self.modes, self.make_backend = model_run, modes, make_backend
+        # one backend (and answer cache) per source and mode, so none profits from another's answers
+        self.backends: dict[tuple[str, str], VLM] = {}
+        self.results: list[tuple[str, Outcome]] = []  # (source name, outcome)
+        self.highlight_seconds: dict[str, float] = defaultdict(float)
+        self.highlighted: dict[str, int] = defaultdict(int)
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.objects: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # visible, matched, matched structure
+
+    def add_scene(self, seed: int) -> None:
+        record, oracle = benchmark_scene(seed)
+        questions = make_questions(record, oracle)
+        sources = self.model_run.sources(record) if self.model_run else [Source(ORACLE, oracle, None)]
+        for source in sources:
+            self._time_highlights(source)
+            if source.matches is not None:
+                counts = self.objects[source.name]
+                counts[0] += len(np.unique(record.instance_ids[record.instance_ids > 0]))
+                counts[1] += len(source.matches)
+                counts[2] += sum(source.scene.instances.info[i].structure for i in source.matches)
+            for mode in self.modes:
+                backend = self.backends.setdefault((source.name, mode), self.make_backend())
+                self.results += [(source.name, outcome) for outcome in
+                                 run_questions(source.scene, questions, backend, mode, matches=source.matches)]
+
+    def _time_highlights(self, source: Source) -> None:
+        start = time.perf_counter()
+        for info in source.scene.instances.info:
+            highlight_instance(source.scene, info.id)
+        self.highlight_seconds[source.name] += time.perf_counter() - start
+        self.highlighted[source.name] += source.scene.instances.count
+        self.sizes[source.name] = source.scene.image_size
+
+    def groups(self) -> dict[tuple[str, str, str], list[Outcome]]:
+        """(source, mode, kind) -> outcomes; kind "all" holds every kind."""
+        groups: dict[tuple[str, str, str], list[Outcome]] = defaultdict(list)
+        for name, outcome in self.results:
+            for kind in (outcome.question.kind, "all"):
+                groups[(name, outcome.mode, kind)].append(outcome)
+        return groups
+
+    def print_report(self, show_wrong: bool = False) -> None:
+        """Highlight cost, matched objects, the full table per source, mode and kind; the markdown table last."""
+        for name, seconds in self.highlight_seconds.items():
+            height, width = self.sizes[name]
+            print(f"highlight ({name}): {1000 * seconds / max(self.highlighted[name], 1):.1f} ms per instance "
+                  f"({width}x{height} px)")
+        for name, (visible, matched, structure) in self.objects.items():
+            print(f"objects ({name}): {matched} of {visible} visible ones have an instance (IoU >= "
+                  f"{MIN_MATCH_IOU}), {structure} of these marked structure")
+        print(f"{'source':32s} {'mode':8s} {'kind':8s} {'questions':>9s} {'accuracy':>9s} {'VLM calls/q':>12s} "
+              f"{'s outside VLM/q':>16s} {'s/q':>7s}")
+        for (name, mode, kind), members in sorted(self.groups().items()):
+            summary = summarize(members)
+            print(f"{name:32s} {mode:8s} {kind:8s} {summary.questions:9d} {summary.accuracy:9.1%} "
+                  f"{summary.vlm_calls_per_question:12.2f} {summary.seconds_outside_vlm_per_question:16.3f} "
+                  f"{summary.seconds_per_question:7.2f}")
+        if show_wrong:
+            for name, outcome in self.results:
+                if not outcome.correct:
+                    print(f"  wrong ({name}, {outcome.mode}): {outcome.question.text} -> {outcome.reply.text}")
+        print()
+        print(self.markdown_table())
+
+    def markdown_table(self) -> str:
+        """Accuracy per mode and kind (rows) and source (columns), ready to paste into a README."""
+        names = list(dict.fromkeys(name for name, _ in self.results))
+        groups = self.groups()
+        lines = ["| mode | questions | kind | " + " | ".join(names) + " |",
+                 "| --- | ---: | --- |" + " ---: |" * len(names)]
+        for mode in sorted({o.mode for _, o in self.results}, reverse=True):  # verify, then agent
+            for kind in ("all", *KINDS):
+                if (names[0], mode, kind) not in groups:
+                    continue
+                cells = [f"{summarize(groups[(name, mode, kind)]).accuracy:.1%}" for name in names]
+                lines.append(f"| {mode} | {len(groups[(names[0], mode, kind)])} | {kind} | " + " | ".join(cells)
+                             + " |")
+        return "\n".join(lines)
 
 
 def main() -> None:
@@ -31,49 +189,38 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=10, help="number of generated scenes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first scene")
     parser.add_argument("--modes", nargs="+", default=["verify", "agent"], choices=["verify", "agent"])
+    parser.add_argument("--checkpoint", default=None,
+                        help="answer on this model's reconstructions (e.g. iggt/weights/iggt-small); default: oracle")
+    parser.add_argument("--clustering", default=None, choices=list(ClusteringConfig.PRESETS),
+                        help="clustering preset (default: the one the app uses for the model)")
+    parser.add_argument("--no-structure", action="store_true",
+                        help="do not mark floor, walls and planes as structure (the app does; the agent leaves "
+                             "structure out, so an object taken for a plane cannot be found)")
+    parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda")
     parser.add_argument("--base-url", default=None, help="a real OpenAI-compatible server (default: test server)")
     parser.add_argument("--model", default="seeing")
+    parser.add_argument("--show-wrong", action="store_true", help="list every wrong answer")
     args = parser.parse_args()
 
+    model_run = (load_model_run(args.checkpoint, args.clustering, args.device, not args.no_structure)
+                 if args.checkpoint else None)
     stop = None
     base_url = args.base_url
     if base_url is None:
         from grounding.vlm.seeing_server import start_server
         base_url, stop = start_server()
-    # one backend (and answer cache) per mode, so neither mode profits from the other's answers
-    backends = {mode: OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url)) for mode in args.modes}
-
-    outcomes, highlight_seconds, highlighted = [], 0.0, 0
+    benchmark = Benchmark(model_run, args.modes, lambda: OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url)))
     for seed in tqdm(range(args.seed, args.seed + args.scenes), desc="scenes", unit="scene"):
-        record, scene = benchmark_scene(seed)
-        start = time.perf_counter()
-        for info in scene.instances.info:
-            highlight_instance(scene, info.id)
-        highlight_seconds += time.perf_counter() - start
-        highlighted += scene.instances.count
-        questions = make_questions(record, scene)
-        for mode in args.modes:
-            outcomes += run_questions(scene, questions, backends[mode], mode)
+        benchmark.add_scene(seed)
     if stop is not None:
         stop()
 
-    print(f"{args.scenes} scenes, VLM {args.model!r} at {base_url}")
-    print(f"highlight: {1000 * highlight_seconds / max(highlighted, 1):.1f} ms per instance "
-          f"({scene.num_views} views of {scene.image_size[0]}x{scene.image_size[1]})")
-    print(f"{'mode':8s} {'kind':8s} {'questions':>9s} {'accuracy':>9s} {'VLM calls/q':>12s} "
-          f"{'s outside VLM/q':>16s} {'s/q':>7s}")
-    groups = defaultdict(list)
-    for outcome in outcomes:
-        groups[(outcome.mode, outcome.question.kind)].append(outcome)
-        groups[(outcome.mode, "all")].append(outcome)
-    for (mode, kind), members in sorted(groups.items()):
-        summary = summarize(members)
-        print(f"{mode:8s} {kind:8s} {summary.questions:9d} {summary.accuracy:9.1%} "
-              f"{summary.vlm_calls_per_question:12.2f} {summary.seconds_outside_vlm_per_question:16.3f} "
-              f"{summary.seconds_per_question:7.2f}")
-    wrong = [o for o in outcomes if not o.correct]
-    for outcome in wrong:
-        print(f"  wrong ({outcome.mode}): {outcome.question.text} -> {outcome.reply.text}")
+    print(f"{args.scenes} scenes from seed {args.seed}, VLM {args.model!r} at {base_url}")
+    if model_run:
+        reconstructor = model_run.reconstructor
+        print(f"model: {reconstructor.model_name} from {args.checkpoint}, input {reconstructor.size} px, "
+              f"clustering {model_run.clustering!r}, structure {'marked' if model_run.structure else 'not marked'}")
+    benchmark.print_report(args.show_wrong)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def test_sample_shapes_and_world_at_first_view(root):
     assert 0 <= sample["images"].min() and sample["images"].max() <= 1
     assert sample["depth"].shape == (3, 56, 112) and sample["valid"].dtype == torch.bool
     assert sample["instance_ids"].shape == (3, 56, 112) and sample["instance_ids"].dtype == torch.int64
+    assert sample["structure_ids"].shape == (3, 56, 112)
+    room = sample["valid"] & (sample["instance_ids"] == 0)
+    assert torch.equal(sample["structure_ids"] > 0, room)  # the generator's records carry structure maps
     assert sample["world_points"].shape == (3, 56, 112, 3)
     assert sample["extrinsics"].shape == (3, 3, 4) and sample["intrinsics"].shape == (3, 3, 3)
     torch.testing.assert_close(sample["extrinsics"][0], torch.eye(3, 4), atol=1e-6, rtol=0)

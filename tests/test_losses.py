@@ -15,9 +15,12 @@ from iggt.training.losses import (
     compute_losses,
     confidence_regression_loss,
     contrastive_instance_loss,
+    instance_loss,
     normalise_ground_truth,
     sample_instance_pixels,
+    with_structure_instances,
 )
+from iggt.errors import IGGTError
 
 
 def test_camera_loss_weights_later_iterations_more():
@@ -121,6 +124,32 @@ def test_pixel_sampling_respects_validity_background_and_seed():
     assert torch.equal(indices[mask], again[mask])
     _, with_background = sample_instance_pixels(ids, valid, 5, "instance")
     assert with_background.all()
+
+
+def test_structure_surfaces_become_instances_of_their_own():
+    ids = torch.tensor([[[[0, 0, 3], [0, 1, 0]]]])
+    structure = torch.tensor([[[[0, 1, 0], [2, 0, 1]]]])  # sky, floor, object; wall, object, floor
+    assert with_structure_instances(ids, structure).tolist() == [[[[0, 4, 3], [5, 1, 4]]]]
+
+
+def test_structure_background_pushes_floor_from_wall_by_hand():
+    """An object (one-hot feature e0) on a floor and a wall that share the feature e1: as one
+    background instance nothing is left to learn; as floor and wall instances their equal
+    means cost the push term 2 of the 6 ordered pairs x (margin - 0)^2 = 1/3."""
+    ids = torch.zeros(1, 1, 2, 4, dtype=torch.long)
+    ids[..., 0, :2] = 1
+    structure = torch.tensor([[[[0, 0, 1, 1], [2, 2, 0, 0]]]])  # last two pixels: sky, no surface
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    features = torch.zeros(1, 1, 8, 2, 4)
+    features[:, :, 0][ids == 1] = 1.0
+    features[:, :, 1][ids == 0] = 1.0
+    config = LossConfig(pixels_per_view=8)
+    assert [float(t) for t in instance_loss(features, ids, valid, config)] == [0.0, 0.0]
+    structured = LossConfig(pixels_per_view=8, background="structure")
+    pull, push = instance_loss(features, ids, valid, structured, structure_ids=structure)
+    assert float(pull) == 0.0 and float(push) == pytest.approx(1 / 3)
+    with pytest.raises(IGGTError, match="structure ids"):
+        instance_loss(features, ids, valid, structured)
 
 
 def test_balanced_sampling_gives_small_instances_their_share():

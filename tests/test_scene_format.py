@@ -25,7 +25,7 @@ def saved(record, tmp_path):
 
 def test_round_trip_is_exact(record, saved):
     loaded = load_scene_record(saved)
-    for name in ("images", "depth", "extrinsics", "intrinsics", "instance_ids", "semantic"):
+    for name in ("images", "depth", "extrinsics", "intrinsics", "instance_ids", "semantic", "structure"):
         original, back = getattr(record, name), getattr(loaded, name)
         assert back.dtype == original.dtype, name
         np.testing.assert_array_equal(back, original, err_msg=name)
@@ -35,10 +35,11 @@ def test_round_trip_is_exact(record, saved):
     assert loaded.name == record.name
 
 
-def test_record_without_semantic_round_trips(record, tmp_path):
+def test_record_without_optional_label_maps_round_trips(record, tmp_path):
     record_copy = load_scene_record(save_scene_record(record, tmp_path / "a"))
-    record_copy.semantic = None
-    assert load_scene_record(save_scene_record(record_copy, tmp_path / "b")).semantic is None
+    record_copy.semantic = record_copy.structure = None
+    loaded = load_scene_record(save_scene_record(record_copy, tmp_path / "b"))
+    assert loaded.semantic is None and loaded.structure is None
 
 
 def test_six_views_at_224_px_are_well_under_a_megabyte(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from iggt.data.oracle import oracle_scene
-from iggt.data.scene_format import load_scene_record, relative_extrinsics, semantic_index
+from iggt.data.scene_format import STRUCTURE_IDS, load_scene_record, relative_extrinsics, semantic_index
 from iggt.data.synthetic import CATEGORIES, GeneratorConfig, generate_dataset, generate_scene, layout, scene_seed
 from iggt.geometry import unproject_depth
 
@@ -20,7 +20,7 @@ def record():
 
 def test_same_seed_same_scene_other_seed_other_scene(record):
     again = generate_scene(11, SMALL)
-    for name in ("images", "depth", "extrinsics", "intrinsics", "instance_ids", "semantic"):
+    for name in ("images", "depth", "extrinsics", "intrinsics", "instance_ids", "semantic", "structure"):
         np.testing.assert_array_equal(getattr(again, name), getattr(record, name), err_msg=name)
     assert again.objects == record.objects
     other = generate_scene(12, SMALL)
@@ -42,6 +42,30 @@ def test_record_shapes_and_conventions(record):
         if mask.any():
             assert set(np.unique(record.semantic[mask])) == {semantic_index(CATEGORIES, obj.category)}
     assert (record.semantic[record.instance_ids == 0] == 0).all()
+
+
+def test_structure_labels_are_the_room_surfaces_they_name():
+    """Checked on the geometry, not on the renderer's bookkeeping: floor pixels lie at z = 0, the
+    pixels of one wall on one plane x = const (or y = const), and -x lies below +x."""
+    record = generate_scene(5, GeneratorConfig(num_views=6, image_size=(96, 128)))
+    room = (record.depth > 0) & (record.instance_ids == 0)
+    assert np.array_equal(record.structure > 0, room)  # every room pixel has a surface, nothing else does
+    points = unproject_depth(record.depth, record.extrinsics, record.intrinsics)
+    floor = points[record.structure == STRUCTURE_IDS["floor"]]
+    assert len(floor) > 100 and np.abs(floor[:, 2]).max() < 0.02
+    seen_walls = 0
+    for axis, name in ((0, "x"), (1, "y")):
+        planes = {}
+        for sign in "-+":
+            wall = points[record.structure == STRUCTURE_IDS[f"wall {sign}{name}"]]
+            if len(wall) > 20:
+                assert np.ptp(wall[:, axis]) < 0.05, f"wall {sign}{name} is not one plane"
+                assert wall[:, 2].min() > -0.02  # above the floor
+                planes[sign] = np.median(wall[:, axis])
+        if len(planes) == 2:
+            assert planes["-"] < planes["+"]
+        seen_walls += len(planes)
+    assert seen_walls >= 1
 
 
 def _cross_view_agreement(record, i, j):

@@ -10,6 +10,8 @@ A scene record is one folder::
       instances/000.png   16-bit grey, object id per pixel; 0 = background (floor, walls, nothing)
       semantic/000.png    optional, 16-bit grey, category index per pixel (1-based into
                           ``meta.json["categories"]``); 0 = background
+      structure/000.png   optional, 16-bit grey, room surface per pixel (`STRUCTURE_IDS`: floor,
+                          each wall, ceiling); 0 = not part of the room (an object, the sky)
 
 ``meta.json``::
 
@@ -49,6 +51,12 @@ FORMAT_NAME = "iggt-scene-record"
 FORMAT_VERSION = 1
 DEPTH_UNIT_M = 0.001
 MAX_DEPTH_M = 65535 * DEPTH_UNIT_M
+STRUCTURE_IDS = {"floor": 1, "wall -x": 2, "wall +x": 3, "wall -y": 4, "wall +y": 5, "ceiling": 6}
+"""Values of a structure map: the room's surfaces, each its own id (a wall is named by the side of
+the room it closes, in the record's world frame), so training can tell floor and walls apart
+from each other and from the objects."""
+OPTIONAL_LABEL_MAPS = ("semantic", "structure")
+"""`SceneRecord` fields stored as 16-bit label PNGs in a sub-folder of the same name, when present."""
 
 
 def quantize_depth(depth_m: np.ndarray) -> np.ndarray:
@@ -115,6 +123,8 @@ class SceneRecord(ViewStack):
     """``[S, H, W]`` int32; 0 = background, 1..K objects, the same id in every view."""
     semantic: np.ndarray | None = None
     """``[S, H, W]`` int32 category index (1-based into ``categories``), 0 = background."""
+    structure: np.ndarray | None = None
+    """``[S, H, W]`` int32 room surface (`STRUCTURE_IDS`), 0 = not part of the room."""
     objects: list[ObjectInfo] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     categories: list[str] = field(default_factory=list)
@@ -138,7 +148,8 @@ def save_scene_record(record: SceneRecord, directory: str | Path) -> Path:
     """Write ``record`` as a scene folder (created if needed, files overwritten) and return it."""
     directory = Path(directory)
     _check_arrays(record, directory.name)
-    for sub in ("images", "depth", "instances") + (("semantic",) if record.semantic is not None else ()):
+    label_maps = [name for name in OPTIONAL_LABEL_MAPS if getattr(record, name) is not None]
+    for sub in ("images", "depth", "instances", *label_maps):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     depth_units = np.rint(np.asarray(record.depth, np.float64) / DEPTH_UNIT_M)
     for i in range(record.num_views):
@@ -146,8 +157,8 @@ def save_scene_record(record: SceneRecord, directory: str | Path) -> Path:
             directory / "images" / _view_file(i))
         _save_uint16(depth_units[i], directory / "depth" / _view_file(i))
         _save_uint16(record.instance_ids[i], directory / "instances" / _view_file(i))
-        if record.semantic is not None:
-            _save_uint16(record.semantic[i], directory / "semantic" / _view_file(i))
+        for name in label_maps:
+            _save_uint16(getattr(record, name)[i], directory / name / _view_file(i))
     cameras = {"intrinsics": np.asarray(record.intrinsics, np.float64).tolist(),
                "extrinsics": np.asarray(record.extrinsics, np.float64).tolist()}
     (directory / "cameras.json").write_text(json.dumps(cameras))
@@ -170,8 +181,9 @@ def _check_arrays(record: SceneRecord, where: str) -> None:
     views, height, width = record.instance_ids.shape if record.instance_ids.ndim == 3 else (-1, -1, -1)
     expected = {"images": (views, height, width, 3), "depth": (views, height, width),
                 "instance_ids": (views, height, width), "extrinsics": (views, 3, 4), "intrinsics": (views, 3, 3)}
-    if record.semantic is not None:
-        expected["semantic"] = (views, height, width)
+    for name in OPTIONAL_LABEL_MAPS:
+        if getattr(record, name) is not None:
+            expected[name] = (views, height, width)
     for name, shape in expected.items():
         actual = np.shape(getattr(record, name))
         if actual != shape:
@@ -179,7 +191,7 @@ def _check_arrays(record: SceneRecord, where: str) -> None:
     depth = np.asarray(record.depth)
     if not np.all(np.isfinite(depth)) or depth.min(initial=0) < 0 or depth.max(initial=0) > MAX_DEPTH_M:
         raise SceneRecordError(f"{where}: depth must be finite and within [0, {MAX_DEPTH_M}] m")
-    for name in ("instance_ids", "semantic"):
+    for name in ("instance_ids", *OPTIONAL_LABEL_MAPS):
         values = getattr(record, name)
         if values is not None and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
             raise SceneRecordError(f"{where}: {name} must lie in 0..65535")
@@ -248,13 +260,14 @@ def load_scene_record(directory: str | Path) -> SceneRecord:
     depth_unit = float(meta.get("depth_unit_m", DEPTH_UNIT_M))
     depth = (read_all("depth", "uint16") * depth_unit).astype(np.float32)
     instance_ids = read_all("instances", "uint16").astype(np.int32)
-    semantic = read_all("semantic", "uint16").astype(np.int32) if (directory / "semantic").is_dir() else None
+    label_maps = {name: read_all(name, "uint16").astype(np.int32) if (directory / name).is_dir() else None
+                  for name in OPTIONAL_LABEL_MAPS}
 
     unknown = sorted(set(np.unique(instance_ids).tolist()) - set(object_ids) - {0})
     if unknown:
         raise SceneRecordError(f"{directory / 'instances'}: ids {unknown[:5]} are not listed in meta.json objects")
     return SceneRecord(name=str(meta["name"]), images=images, depth=depth,
-                       extrinsics=extrinsics, intrinsics=intrinsics, instance_ids=instance_ids, semantic=semantic,
+                       extrinsics=extrinsics, intrinsics=intrinsics, instance_ids=instance_ids, **label_maps,
                        objects=objects, categories=list(meta.get("categories", [])), meta=meta.get("meta", {}))
 
 

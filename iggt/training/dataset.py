@@ -151,13 +151,14 @@ def select_views(record: SceneRecord, count: int, config: DatasetConfig, rng: np
 def make_sample(record: SceneRecord, views: list[int], size: tuple[int, int], config: DatasetConfig,
                 rng: np.random.Generator) -> dict:
     """Crop, resize and jitter the chosen views; cameras and points relative to the first of them."""
-    images, depths, ids, intrinsics = [], [], [], []
+    images, depths, ids, structures, intrinsics = [], [], [], [], []
     for view in views:
         zoom = rng.uniform(*config.zoom_range)
         source, k = crop_and_resize(record, view, size, zoom)
         images.append(color_jitter(source.pop("image"), config, rng))
         depths.append(source["depth"])
         ids.append(source["instance_ids"])
+        structures.append(source["structure_ids"])
         intrinsics.append(k)
     extrinsics = relative_extrinsics(record.extrinsics[views])
     depth = np.stack(depths).astype(np.float32)
@@ -170,6 +171,7 @@ def make_sample(record: SceneRecord, views: list[int], size: tuple[int, int], co
         "extrinsics": torch.from_numpy(extrinsics),
         "intrinsics": torch.from_numpy(intrinsics),
         "instance_ids": torch.from_numpy(np.stack(ids).astype(np.int64)),
+        "structure_ids": torch.from_numpy(np.stack(structures).astype(np.int64)),
         "world_points": torch.from_numpy(points),
         "view_indices": torch.tensor(views),
         "scene_name": record.name,
@@ -182,9 +184,10 @@ def crop_and_resize(record: SceneRecord, view: int, size: tuple[int, int], zoom:
 
     Pixel centres sit at integer coordinates; output pixel u' samples the source at
     x = x0 + (u' + 0.5) / s - 0.5 (s = scale), so fx' = s fx and cx' = s (cx + 0.5 - x0) - 0.5;
-    x0 is chosen so that cx' = W/2 exactly. Images are resampled bilinearly, depth and ids
-    take the nearest source pixel; where the crop leaves the source image (a principal point
-    far from the centre), depth and ids are 0 (invalid, background).
+    x0 is chosen so that cx' = W/2 exactly. Images are resampled bilinearly, depth, instance and
+    structure ids take the nearest source pixel; where the crop leaves the source image (a
+    principal point far from the centre), they are 0 (invalid, background). A record without a
+    structure map gets structure ids 0 (no room surface known).
     """
     height, width = size
     source_h, source_w = record.image_size
@@ -207,8 +210,10 @@ def crop_and_resize(record: SceneRecord, view: int, size: tuple[int, int], zoom:
     image = torch.nn.functional.grid_sample(image, grid[None].float(), mode="bilinear", padding_mode="border",
                                             align_corners=False)[0]
     inside = (((ys >= -0.5) & (ys <= source_h - 0.5))[:, None] & ((xs >= -0.5) & (xs <= source_w - 0.5))[None])
+    structure = record.structure[view] if record.structure is not None else np.zeros(record.image_size, np.int32)
     return {"image": image, "depth": np.where(inside, record.depth[view][np.ix_(rows, cols)], 0),
-            "instance_ids": np.where(inside, record.instance_ids[view][np.ix_(rows, cols)], 0)}, new_k
+            "instance_ids": np.where(inside, record.instance_ids[view][np.ix_(rows, cols)], 0),
+            "structure_ids": np.where(inside, structure[np.ix_(rows, cols)], 0)}, new_k
 
 
 def color_jitter(image: torch.Tensor, config: DatasetConfig, rng: np.random.Generator) -> torch.Tensor:

@@ -15,7 +15,9 @@ A batch is a mapping with (B = scenes, S = views):
 * ``extrinsics`` ``[B, S, 3, 4]`` OpenCV world-to-camera with world = first view;
 * ``intrinsics`` ``[B, S, 3, 3]``;
 * ``world_points`` ``[B, S, H, W, 3]`` in the first camera's frame;
-* ``instance_ids`` ``[B, S, H, W]`` int, 0 = background, 1..K objects, consistent over views.
+* ``instance_ids`` ``[B, S, H, W]`` int, 0 = background, 1..K objects, consistent over views;
+* ``structure_ids`` ``[B, S, H, W]`` int, optional: room surfaces of the background (floor 1,
+  walls, ceiling; see `iggt.data.scene_format.STRUCTURE_IDS`), 0 elsewhere.
 """
 from __future__ import annotations
 
@@ -63,14 +65,16 @@ class LossConfig:
     """``uniform``: every eligible pixel equally likely, so the background and large objects
     take most samples; ``balanced``: every instance of a view gets about the same number of
     samples, so small objects, the ones that are hardest to separate, are not starved."""
-    background: Literal["instance", "ignore"] = "instance"
+    background: Literal["instance", "structure", "ignore"] = "instance"
     """``instance``: background pixels (id 0) form one more instance that is pulled together and
-    pushed away from the objects, so clustering finds it as one cluster; ``ignore``: they are
-    not sampled at all."""
+    pushed away from the objects, so clustering finds it as one cluster; ``structure``: each room
+    surface of the batch's ``structure_ids`` (floor, each wall, ceiling) is an instance of its own
+    and background pixels without one are not sampled, so objects are not pulled towards one
+    huge, varied "room" instance; ``ignore``: background pixels are not sampled at all."""
 
     def __post_init__(self) -> None:
-        if self.background not in ("instance", "ignore"):
-            raise IGGTError(f"loss background must be 'instance' or 'ignore', got {self.background!r}")
+        if self.background not in ("instance", "structure", "ignore"):
+            raise IGGTError(f"loss background must be 'instance', 'structure' or 'ignore', got {self.background!r}")
         if self.sampling not in ("uniform", "balanced"):
             raise IGGTError(f"loss sampling must be 'uniform' or 'balanced', got {self.sampling!r}")
         if self.pixels_per_view < 2:
@@ -229,16 +233,33 @@ def contrastive_instance_loss(
     return pull, push
 
 
+def with_structure_instances(instance_ids: Tensor, structure_ids: Tensor) -> Tensor:
+    """Instance ids where each room surface of the background is one more instance.
+
+    Surface s becomes id ``K + s`` (K = the batch's largest object id), the same in every view
+    like the object ids; background pixels without a surface (the sky) stay 0.
+    """
+    offset = instance_ids.max().clamp(min=0)
+    return torch.where(instance_ids > 0, instance_ids, torch.where(structure_ids > 0, offset + structure_ids, 0))
+
+
 def instance_loss(
     instance_features: Tensor, instance_ids: Tensor, valid: Tensor, config: LossConfig,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, structure_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample pixels of every view and apply `contrastive_instance_loss` over the views.
 
-    ``instance_features`` is the model's raw ``[B, S, D, H, W]``.
+    ``instance_features`` is the model's raw ``[B, S, D, H, W]``; ``structure_ids`` are needed
+    with ``config.background == "structure"``.
     """
     batch, views, dim = instance_features.shape[:3]
-    indices, mask = sample_instance_pixels(instance_ids, valid, config.pixels_per_view, config.background, generator,
+    background = config.background
+    if background == "structure":
+        if structure_ids is None:
+            raise IGGTError("loss background 'structure' needs structure ids in the batch "
+                            "(scene records with a structure/ map, e.g. from `python -m iggt generate`)")
+        instance_ids, background = with_structure_instances(instance_ids, structure_ids), "ignore"
+    indices, mask = sample_instance_pixels(instance_ids, valid, config.pixels_per_view, background, generator,
                                            config.sampling)
     flat_features = instance_features.flatten(3)  # [B, S, D, H*W]
     sampled = torch.gather(flat_features, 3, indices[:, :, None, :].expand(-1, -1, dim, -1))
@@ -271,7 +292,7 @@ def compute_losses(
             predictions.world_points, gt["world_points"], predictions.world_points_conf, gt["valid"], config),
     }
     losses["pull"], losses["push"] = instance_loss(
-        predictions.instance_features, batch["instance_ids"], gt["valid"], config, generator)
+        predictions.instance_features, batch["instance_ids"], gt["valid"], config, generator, batch.get("structure_ids"))
     losses["instance"] = config.pull_weight * losses["pull"] + config.push_weight * losses["push"]
     losses["total"] = (config.camera_weight * losses["camera"] + config.depth_weight * losses["depth"]
                        + config.points_weight * losses["points"] + config.instance_weight * losses["instance"])

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from iggt.data.scene_format import STRUCTURE_IDS
 from iggt.data.synthetic.layout import Layout, yaw_matrix
 from iggt.data.synthetic.primitives import Primitive
 
@@ -136,8 +137,9 @@ def _cast(primitives: list[Primitive], rays: _CameraRays | _LightRays,
 
 
 def render(layout: Layout, extrinsic: np.ndarray, intrinsic: np.ndarray, size: tuple[int, int],
-            shadows: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One view: RGB in [0, 1] ``[H, W, 3]``, depth ``[H, W]`` (0 = nothing), object index ``[H, W]`` (-1 = none)."""
+            shadows: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One view: RGB in [0, 1] ``[H, W, 3]``, depth ``[H, W]`` (0 = nothing), object index ``[H, W]``
+    (-1 = none) and room structure ``[H, W]`` (`STRUCTURE_IDS`; 0 = an object or the sky)."""
     height, width = size
     rays = _CameraRays(extrinsic, intrinsic, size)
     eye, directions = rays.origin, rays.directions
@@ -176,5 +178,12 @@ def render(layout: Layout, extrinsic: np.ndarray, intrinsic: np.ndarray, size: t
     rgb[~hit] = sky * np.array([0.85, 0.9, 1.0])
     depth = np.where(hit, best_t, 0.0)
     object_index = np.where(hit & (surface >= 0), surface, -1)
+    structure = np.zeros(len(directions), np.int32)
+    structure[hit & (surface == -3)] = STRUCTURE_IDS["floor"]
+    for code, axis in ((-2, "x"), (-1, "y")):
+        wall = hit & (surface == code)
+        side = np.where(directions[:, 0 if axis == "x" else 1] < 0, "-", "+")
+        for sign in "-+":
+            structure[wall & (side == sign)] = STRUCTURE_IDS[f"wall {sign}{axis}"]
     return (np.clip(rgb, 0, 1).reshape(height, width, 3), depth.reshape(height, width),
-            object_index.reshape(height, width))
+            object_index.reshape(height, width), structure.reshape(height, width))

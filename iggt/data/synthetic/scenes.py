@@ -36,17 +36,18 @@ def generate_scene(seed: int, config: GeneratorConfig = GeneratorConfig()) -> Sc
     intrinsic = _intrinsics(fov, config.image_size)
     eyes, targets, rolls = camera_path(kind, layout, config.num_views, rng)
     aims = np.array([o.aim for o in layout.objects])
-    images, depths, indices, extrinsics = [], [], [], []
+    images, depths, indices, structures, extrinsics = [], [], [], [], []
     for eye, target, roll in zip(eyes, targets, rolls):
         extrinsic = look_at(eye, target, roll)
-        rgb, depth, index = render(layout, extrinsic, intrinsic, config.image_size, config.shadows)
+        rgb, depth, index, structure = render(layout, extrinsic, intrinsic, config.image_size, config.shadows)
         if not (index >= 0).any():  # aimed between objects and saw none: aim at the nearest one
             target = aims[np.argmin(np.linalg.norm(aims - target, axis=1))]
             extrinsic = look_at(eye, target, roll)
-            rgb, depth, index = render(layout, extrinsic, intrinsic, config.image_size, config.shadows)
+            rgb, depth, index, structure = render(layout, extrinsic, intrinsic, config.image_size, config.shadows)
         images.append(np.rint(rgb * 255).astype(np.uint8))
         depths.append(depth)
         indices.append(index)
+        structures.append(structure)
         extrinsics.append(extrinsic)
     index = np.stack(indices)
     category_of = np.array([semantic_index(CATEGORIES, o.info.category) for o in layout.objects] + [0])  # [-1] = none
@@ -55,6 +56,7 @@ def generate_scene(seed: int, config: GeneratorConfig = GeneratorConfig()) -> Sc
         extrinsics=np.stack(extrinsics).astype(np.float32),
         intrinsics=np.repeat(intrinsic[None], config.num_views, 0).astype(np.float32),
         instance_ids=one_based_ids(index).astype(np.int32), semantic=category_of[index].astype(np.int32),
+        structure=np.stack(structures),
         objects=[o.info for o in layout.objects], categories=list(CATEGORIES),
         meta={"generator": "iggt.data.synthetic", "seed": int(seed), "config": asdict(config),
               "trajectory": kind, "fov_deg": fov, "room_half_size": [layout.room.half_x, layout.room.half_y]})
