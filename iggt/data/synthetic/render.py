@@ -180,10 +180,10 @@ def render(layout: Layout, extrinsic: np.ndarray, intrinsic: np.ndarray, size: t
     object_index = np.where(hit & (surface >= 0), surface, -1)
     structure = np.zeros(len(directions), np.int32)
     structure[hit & (surface == -3)] = STRUCTURE_IDS["floor"]
-    for code, axis in ((-2, "x"), (-1, "y")):
+    for code, axis, name in ((-2, 0, "x"), (-1, 1, "y")):  # the wall a ray meets lies on the side it heads to
         wall = hit & (surface == code)
-        side = np.where(directions[:, 0 if axis == "x" else 1] < 0, "-", "+")
-        for sign in "-+":
-            structure[wall & (side == sign)] = STRUCTURE_IDS[f"wall {sign}{axis}"]
+        heads_negative = directions[:, axis] < 0
+        structure[wall & heads_negative] = STRUCTURE_IDS[f"wall -{name}"]
+        structure[wall & ~heads_negative] = STRUCTURE_IDS[f"wall +{name}"]
     return (np.clip(rgb, 0, 1).reshape(height, width, 3), depth.reshape(height, width),
             object_index.reshape(height, width), structure.reshape(height, width))
