@@ -8,10 +8,26 @@ from grounding.agent import asks_about_structure
 from iggt.export import PointCloudOptions, select_points
 from iggt.instances import describe_instances
 from iggt.scene import InstanceInfo, Scene
-from iggt.structure import mark_structure, sky_pixels, structure_mask
+from iggt.structure import StructureConfig, mark_structure, sky_pixels, structure_mask
 
 HEIGHT, WIDTH = 40, 60
 FLOOR, WALL, BOOK = 0, 1, 2
+
+
+def scene_of(points: np.ndarray, labels: np.ndarray) -> Scene:
+    """A one-view scene of ``points`` ``[H, W, 3]`` (camera at the origin looking along +z) with
+    ``labels`` as its instances."""
+    height, width = labels.shape
+    images = np.full((1, height, width, 3), 0.5, np.float32)
+    ones = np.ones((1, height, width), np.float32)
+    scene = Scene(images=images, extrinsics=np.eye(3, 4, dtype=np.float32)[None],
+                  intrinsics=np.array([[[40.0, 0, width / 2], [0, 40.0, height / 2], [0, 0, 1]]], np.float32),
+                  depth=points[None, ..., 2].astype(np.float32), depth_conf=ones * 2,
+                  world_points=points[None].astype(np.float32), world_points_conf=ones * 2,
+                  points_from_depth=points[None].astype(np.float32),
+                  features=np.zeros((1, height, width, 8), np.float32))
+    scene.instances = describe_instances(labels[None], scene.points_from_depth, scene.images)
+    return scene
 
 
 def room() -> tuple[Scene, np.ndarray]:
@@ -29,16 +45,7 @@ def room() -> tuple[Scene, np.ndarray]:
     book = (rows >= 36) & (rows < 39) & (cols >= 4) & (cols < 8)
     points[book, 1] = 0.8
     labels[book] = BOOK
-    images = np.full((1, HEIGHT, WIDTH, 3), 0.5, np.float32)
-    ones = np.ones((1, HEIGHT, WIDTH), np.float32)
-    scene = Scene(images=images, extrinsics=np.eye(3, 4, dtype=np.float32)[None],
-                  intrinsics=np.array([[[40.0, 0, WIDTH / 2], [0, 40.0, HEIGHT / 2], [0, 0, 1]]], np.float32),
-                  depth=points[None, ..., 2].astype(np.float32), depth_conf=ones * 2,
-                  world_points=points[None].astype(np.float32), world_points_conf=ones * 2,
-                  points_from_depth=points[None].astype(np.float32),
-                  features=np.zeros((1, HEIGHT, WIDTH, 8), np.float32))
-    scene.instances = describe_instances(labels[None], scene.points_from_depth, scene.images)
-    return scene, box
+    return scene_of(points, labels), box
 
 
 def test_floor_and_wall_are_structure_and_the_box_on_the_floor_is_split_off():
@@ -53,6 +60,28 @@ def test_floor_and_wall_are_structure_and_the_box_on_the_floor_is_split_off():
     assert sorted(instances.object_ids) == sorted({int(box_ids[0]), int(book_id)})
     grey = np.array(instances.info[instances.labels[0, 5, 5]].color, float)
     assert np.ptp(grey) <= 0.3 * 255 + 1, "structure is drawn in a greyed colour"
+
+
+def test_a_large_flat_object_with_room_on_both_sides_is_not_structure():
+    """A cupboard front as wide as the room, standing mid-room: the floor runs in front of and behind
+    it. Floor and back wall bound the scene and are structure; the cupboard is as large and as flat,
+    but a quarter of the room lies in front of it and half behind, so it stays an object."""
+    rows, cols = np.mgrid[:HEIGHT, :WIDTH].astype(float)
+    x = (cols - WIDTH / 2) * 0.1  # the room is 6 wide
+    wall, cupboard, floor = rows < 10, (rows >= 10) & (rows < 20), rows >= 20
+    points = np.zeros((HEIGHT, WIDTH, 3))
+    points[wall] = np.stack([x[wall], -1.0 - rows[wall] * 0.1, np.full(wall.sum(), 9.0)], axis=-1)
+    points[cupboard] = np.stack([x[cupboard], (rows[cupboard] - 20) * 0.1, np.full(cupboard.sum(), 5.0)], axis=-1)
+    points[floor] = np.stack([x[floor], np.ones(floor.sum()), 1.0 + (rows[floor] - 20) * 0.4], axis=-1)
+    scene = scene_of(points, np.select([wall, cupboard], [WALL, BOOK], FLOOR))
+
+    instances = mark_structure(scene)
+    flagged = {name: instances.info[instances.labels[0, row, 30]].structure
+               for name, row in (("wall", 5), ("cupboard", 15), ("floor", 30))}
+    assert flagged == {"wall": True, "cupboard": False, "floor": True}
+    one_sided_rule_off = mark_structure(scene, StructureConfig(max_far_side_share=1.0))
+    assert one_sided_rule_off.info[one_sided_rule_off.labels[0, 15, 30]].structure, \
+        "size and flatness alone take the cupboard for a wall"
 
 
 def test_structure_flag_is_saved_and_old_files_load_without_it(tmp_path):
