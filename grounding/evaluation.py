@@ -26,7 +26,7 @@ from iggt.data.oracle import oracle_scene
 from iggt.data.scene_format import ObjectInfo, SceneRecord
 from iggt.data.synthetic import GeneratorConfig, generate_scene
 from iggt.evaluation.metrics import label_overlap
-from iggt.scene import Instances, Scene
+from iggt.scene import Instances, Scene, nearest_pixels
 
 from .agent import AgentConfig, Answer, answer
 from .vlm.base import VLM
@@ -64,15 +64,9 @@ def resample_record(record: SceneRecord, scene: Scene) -> SceneRecord:
     0 where the model input shows no record pixel (padding); intrinsics follow the resize. The
     optional semantic and structure maps are left out (the grounding does not read them).
     """
-    rows, cols, inside, intrinsics = [], [], [], []
-    height, width = scene.image_size
-    y, x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    grids, intrinsics = [], []
     for transform, original in zip(scene.view_transforms, record.intrinsics):
-        source_y, source_x = transform.to_original(y, x)
-        row, col = np.floor(source_y).astype(np.int64), np.floor(source_x).astype(np.int64)
-        inside.append((row >= 0) & (row < record.image_size[0]) & (col >= 0) & (col < record.image_size[1]))
-        rows.append(np.clip(row, 0, record.image_size[0] - 1))
-        cols.append(np.clip(col, 0, record.image_size[1] - 1))
+        grids.append(nearest_pixels(transform.to_original, scene.image_size, record.image_size))
         scale_y, scale_x = (r / o for r, o in zip(transform.resized_size, transform.original_size))
         k = np.array(original, np.float64)  # pixel centres at integers: x' = (x + 0.5) * s + offset - 0.5
         k[0, :3] *= scale_x
@@ -81,7 +75,7 @@ def resample_record(record: SceneRecord, scene: Scene) -> SceneRecord:
         k[1, 2] += 0.5 * scale_y + transform.offset[0] - 0.5
         intrinsics.append(k)
     views = np.arange(record.num_views)[:, None, None]
-    rows, cols, inside = np.stack(rows), np.stack(cols), np.stack(inside)
+    rows, cols, inside = (np.stack(part) for part in zip(*grids))
 
     def sample(array: np.ndarray) -> np.ndarray:
         return np.where(inside, array[views, rows, cols], 0).astype(array.dtype)

@@ -64,6 +64,18 @@ class ViewTransform:
         return np.asarray(y, float) * sy + self.offset[0], np.asarray(x, float) * sx + self.offset[1]
 
 
+def nearest_pixels(mapping, size: tuple[int, int],
+                   source_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``source_size`` pixel under each pixel centre of a ``size`` grid, through ``mapping``
+    (a `ViewTransform`'s ``to_original`` or ``from_original``): rows and columns ``[H, W]``
+    (clipped into the source) and whether that source pixel exists (nearest-neighbour resampling
+    in either direction between a record and a model input)."""
+    y, x = np.meshgrid(np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5, indexing="ij")
+    rows, cols = (np.floor(v).astype(np.int64) for v in mapping(y, x))
+    inside = (rows >= 0) & (rows < source_size[0]) & (cols >= 0) & (cols < source_size[1])
+    return np.clip(rows, 0, source_size[0] - 1), np.clip(cols, 0, source_size[1] - 1), inside
+
+
 @dataclass
 class ViewPresence:
     """Where one instance is seen in one view."""

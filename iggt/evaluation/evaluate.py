@@ -41,7 +41,7 @@ from iggt.evaluation import baselines, metrics
 from iggt.geometry import unproject_depth
 from iggt.instances import ClusteringConfig, instance_colors, segment_instances
 from iggt.progress import Progress
-from iggt.scene import BACKGROUND, Scene, ViewTransform
+from iggt.scene import BACKGROUND, Scene, ViewTransform, nearest_pixels
 
 BENCHMARK_SEED = 10_000
 BENCHMARK_COUNT = 20
@@ -152,17 +152,13 @@ class RecordGrid:
 
     @classmethod
     def of(cls, scene: Scene, record_size: tuple[int, int]) -> "RecordGrid":
-        height, width = record_size
         transforms = scene.view_transforms
         if not transforms and scene.image_size == record_size:
             transforms = [ViewTransform(record_size, record_size)] * scene.num_views
         if len(transforms) != scene.num_views:
             raise ValueError(f"the reconstruction has {scene.num_views} views but {len(transforms)} view transforms")
-        y, x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")  # pixel centres
-        rows, cols = zip(*(t.from_original(y, x) for t in transforms))
-        rows, cols = np.floor(np.stack(rows)).astype(np.int64), np.floor(np.stack(cols)).astype(np.int64)
-        inside = (rows >= 0) & (rows < scene.image_size[0]) & (cols >= 0) & (cols < scene.image_size[1])
-        return cls(np.clip(rows, 0, scene.image_size[0] - 1), np.clip(cols, 0, scene.image_size[1] - 1), inside)
+        grids = [nearest_pixels(t.from_original, record_size, scene.image_size) for t in transforms]
+        return cls(*(np.stack(part) for part in zip(*grids)))
 
     def resample(self, array: np.ndarray, fill: float | int) -> np.ndarray:
         """``[S, h, w, ...]`` at the model input -> ``[S, H, W, ...]`` at the record."""

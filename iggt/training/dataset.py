@@ -210,10 +210,11 @@ def crop_and_resize(record: SceneRecord, view: int, size: tuple[int, int], zoom:
     image = torch.nn.functional.grid_sample(image, grid[None].float(), mode="bilinear", padding_mode="border",
                                             align_corners=False)[0]
     inside = (((ys >= -0.5) & (ys <= source_h - 0.5))[:, None] & ((xs >= -0.5) & (xs <= source_w - 0.5))[None])
-    structure = record.structure[view] if record.structure is not None else np.zeros(record.image_size, np.int32)
+    structure_ids = (np.where(inside, record.structure[view][np.ix_(rows, cols)], 0) if record.structure is not None
+                     else np.zeros(size, np.int32))
     return {"image": image, "depth": np.where(inside, record.depth[view][np.ix_(rows, cols)], 0),
             "instance_ids": np.where(inside, record.instance_ids[view][np.ix_(rows, cols)], 0),
-            "structure_ids": np.where(inside, structure[np.ix_(rows, cols)], 0)}, new_k
+            "structure_ids": structure_ids}, new_k
 
 
 def color_jitter(image: torch.Tensor, config: DatasetConfig, rng: np.random.Generator) -> torch.Tensor:
