@@ -11,7 +11,8 @@ The steps, in order, each with a time budget (`Plan`); the whole run fits 8 minu
               that it times a quiet machine)
     tests     pytest -m gpu tests/test_gpu.py (the CUDA tests)
     speed     benchmarks/gpu_speed.py: iggt-1b at 518x392 for 1 ... 100 views beside VGGT's H100 figures
-    train     the small model from the shipped one, at 224 px with the released instance head, for a
+    train     the small model from the shipped one, at 224 px with the released instance head and
+              structure labels (the shipped recipe's last stage), for a
               fixed time (`python -m iggt train`, configs/small-cpu.yaml plus overrides)
     evaluate  `python -m iggt evaluate` of the trained and of the shipped model on the benchmark set
 
@@ -92,7 +93,8 @@ GPU_PLAN = Plan(
     train_size=224,
     train_overrides=("data.images_per_batch=32", "data.view_range=[2,8]", "data.num_workers=8",
                      "optim.steps=1000", "optim.warmup_steps=50", "optim.lr_backbone=3e-4", "optim.lr_heads=3e-4",
-                     "loss.sampling=balanced", "loss.pixels_per_view=1024", "run.mixed_precision=bf16",
+                     "loss.sampling=balanced", "loss.background=structure", "loss.pixels_per_view=1024",
+                     "run.mixed_precision=bf16",
                      "run.log_every=50", "run.checkpoint_every=100000"),
     train_minutes=2.0,
     budgets={"env": 40, "tests": 80, "speed": 130, "data": 60, "init": 30, "train": 60, "split": 30, "evaluate": 100},
@@ -105,7 +107,8 @@ DRY_PLAN = Plan(
     benchmark_args=("--count", "2", "--seed", str(BENCHMARK_SEED), "--views", "3", "--size", "56", "56"),
     train_size=56,
     train_overrides=("data.images_per_batch=3", "data.view_range=[2,3]", "data.num_workers=0", "optim.steps=20",
-                     "optim.warmup_steps=2", "run.log_every=10", "run.checkpoint_every=1000"),
+                     "optim.warmup_steps=2", "loss.background=structure", "run.log_every=10",
+                     "run.checkpoint_every=1000"),
     train_minutes=None,
     threads=1,
     budgets={"env": 60, "tests": 120, "speed": 120, "data": 120, "init": 60, "train": 180, "split": 60,

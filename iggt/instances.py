@@ -13,10 +13,11 @@ What is BACKGROUND: only pixels without usable geometry or with low depth confid
 as in the official demo; nothing is merged into one giant "background instance".
 
 Why it is fast: HDBSCAN of every pixel (2 M for 10 views) takes tens of minutes. We cluster a
-uniform sample of ~10k pixels with the sizes scaled to the sample, and label the rest by
-nearest clustered sample in feature space, coarse to fine in the image; the 3D smoothing
-runs as a gated image-space filter. `benchmarks/clustering.py` measures the agreement with
-the exact method (`OFFICIAL_METHOD`) and the times.
+uniform sample of ~10k pixels with the sizes scaled to the sample (and, opt-in, to the view
+size: see `ClusteringConfig`), and label the rest by nearest clustered sample in feature space, coarse
+to fine in the image; the 3D smoothing runs as a gated image-space filter.
+`benchmarks/clustering.py` measures the agreement with the exact method (`OFFICIAL_METHOD`)
+and the times.
 """
 from __future__ import annotations
 
@@ -41,9 +42,11 @@ class ClusteringConfig:
     """How `segment_instances` turns features into instances.
 
     The HDBSCAN sizes (``min_cluster_size``, ``min_samples``) are in pixels of a clustering of
-    *every* confident pixel, as in the official demo. When only ``max_cluster_points`` pixels
-    are clustered, both are multiplied by the sampling ratio (sampled / confident pixels) so a
-    preset keeps its meaning, but never go below ``min_scaled_cluster_size`` /
+    *every* confident pixel, as in the official demo (518 x 392 for 4:3 photos). `sample_sizes`
+    scales them to what is clustered: when only ``max_cluster_points`` pixels are, by the
+    sampling ratio (sampled / confident pixels), so a preset keeps its meaning; and, when
+    ``reference_view_pixels`` is set, also by the view size, as an object covers proportionally
+    fewer pixels of a smaller view. Scaled sizes never go below ``min_scaled_cluster_size`` /
     ``min_scaled_samples``: a density estimate from one or two samples is too noisy to be
     useful, so at very low ratios the effective sizes are somewhat larger than the preset's.
     The defaults are the "medium" preset, the one the released ``demo.py`` runs.
@@ -74,6 +77,15 @@ class ClusteringConfig:
     their ratios); every other pixel takes the label of its nearest clustered sample in
     feature space. ``None`` clusters every confident pixel (with ``smoothing="knn3d"``,
     ``max_references_per_cluster=None`` and ``assignment_stride=1``: the official method, slow)."""
+    reference_view_pixels: int | None = None
+    """Opt-in: the pixels per view (height x width) the sizes were set for, usually
+    `OFFICIAL_VIEW_PIXELS` (the released demo's 518 x 392 input). Smaller views then multiply the
+    sizes by (view pixels / this): with the sizes as given, an object of a 112 x 112 view (the
+    shipped small model's) needs ~16x its share of the image to count, and small objects vanish.
+    Scaling only shrinks: larger views keep the sizes as given, which is what the released demo
+    computes for them. ``None`` (the default, as released) = sizes used as given. Not the default
+    because the shipped model's features fall apart into many small instances at the floors below
+    (its model card has the figures: strict T-mIoU up, about 50 instances per scene for 8 objects)."""
     min_scaled_cluster_size: int = 10
     min_scaled_samples: int = 5
     max_references_per_cluster: int | None = 200
@@ -99,6 +111,8 @@ class ClusteringConfig:
             problems.append(f"confidence_percentile must be in [0, 100], got {self.confidence_percentile}")
         if self.smoothing not in ("image", "knn3d", "none"):
             problems.append(f"smoothing must be 'image', 'knn3d' or 'none', got {self.smoothing!r}")
+        if self.reference_view_pixels is not None and self.reference_view_pixels < 1:
+            problems.append(f"reference_view_pixels must be at least 1 or None, got {self.reference_view_pixels}")
         for name in ("max_cluster_points", "max_references_per_cluster"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 problems.append(f"{name} must be at least 2 or None, got {getattr(self, name)}")
@@ -112,23 +126,30 @@ class ClusteringConfig:
             raise ValueError(f"unknown clustering preset {name!r}; choose one of {', '.join(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
-    def sample_sizes(self, sampled: int, total: int) -> tuple[int, int]:
-        """(min_cluster_size, min_samples) for HDBSCAN on ``sampled`` of ``total`` pixels."""
-        if sampled >= total:
+    def sample_sizes(self, sampled: int, total: int, view_pixels: int) -> tuple[int, int]:
+        """(min_cluster_size, min_samples) for HDBSCAN on ``sampled`` of ``total`` pixels of
+        views of ``view_pixels`` pixels each (height x width)."""
+        scale = min(1.0, sampled / total)
+        if self.reference_view_pixels is not None:
+            scale *= min(1.0, view_pixels / self.reference_view_pixels)
+        if scale >= 1.0:
             cluster_size, samples = self.min_cluster_size, self.min_samples
         else:
-            ratio = sampled / total
-            cluster_size = max(round(self.min_cluster_size * ratio), self.min_scaled_cluster_size)
-            samples = max(round(self.min_samples * ratio), self.min_scaled_samples)
+            cluster_size = max(round(self.min_cluster_size * scale), self.min_scaled_cluster_size)
+            samples = max(round(self.min_samples * scale), self.min_scaled_samples)
         return max(2, min(cluster_size, sampled)), max(1, min(samples, sampled - 1))
 
 
+OFFICIAL_VIEW_PIXELS = 518 * 392
+"""Pixels of one view of the released demo's input (518 x 392 for a 4:3 photo): 203,056."""
+
 OFFICIAL_METHOD = dict(smoothing="none", confidence_percentile=0.0, max_cluster_points=None,
-                       max_references_per_cluster=None, assignment_stride=1)
+                       max_references_per_cluster=None, assignment_stride=1, reference_view_pixels=None)
 """Overrides that make `segment_instances` the released demo's exact (slow) computation:
 ``ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)``. HDBSCAN of every pixel of every
-view on the normalised features, nothing dropped as background (only pixels without any usable
-geometry), noise re-assigned to its nearest clustered pixel."""
+view on the normalised features with the preset's sizes as given at any resolution, nothing
+dropped as background (only pixels without any usable geometry), noise re-assigned to its
+nearest clustered pixel."""
 
 
 # -- the instance step -----------------------------------------------------------------------
@@ -174,7 +195,7 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
     pixels = np.flatnonzero(confident)
     report(0.4, f"Clustering a sample of {len(pixels)} confident pixels")
     flat_features = smoothed.reshape(-1, smoothed.shape[-1])
-    sample, sample_labels = cluster_sample(flat_features[pixels], config)
+    sample, sample_labels = cluster_sample(flat_features[pixels], config, view_pixels=int(np.prod(scene.image_size)))
     labels = np.full(confident.shape, BACKGROUND, dtype=np.int32)
     clustered = sample_labels >= 0
     if clustered.any():
@@ -288,12 +309,14 @@ def _linked_line_sums(values: np.ndarray, counts: np.ndarray, points: np.ndarray
 
 
 # -- clustering ------------------------------------------------------------------------------
-def cluster_sample(features: np.ndarray, config: ClusteringConfig) -> tuple[np.ndarray, np.ndarray]:
+def cluster_sample(features: np.ndarray, config: ClusteringConfig,
+                   view_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """HDBSCAN of a uniform random sample of feature rows ``[N, D]`` (all views together).
 
     Returns the sampled row indices (sorted) and their labels (-1 = noise). At most
     ``config.max_cluster_points`` rows are drawn (with ``config.seed``), and the HDBSCAN sizes
-    are scaled to the sample by `ClusteringConfig.sample_sizes`.
+    are scaled to the sample and to the views' size (``view_pixels``, height x width) by
+    `ClusteringConfig.sample_sizes`.
     """
     total = len(features)
     if config.max_cluster_points is None or total <= config.max_cluster_points:
@@ -304,7 +327,7 @@ def cluster_sample(features: np.ndarray, config: ClusteringConfig) -> tuple[np.n
         return sample, np.full(len(sample), -1)
     import hdbscan  # here: importing it takes seconds, which the command line's --help should not pay
 
-    cluster_size, samples = config.sample_sizes(len(sample), total)
+    cluster_size, samples = config.sample_sizes(len(sample), total, view_pixels)
     clusterer = hdbscan.HDBSCAN(min_cluster_size=cluster_size, min_samples=samples,
                                 cluster_selection_epsilon=config.cluster_selection_epsilon,
                                 allow_single_cluster=False, core_dist_n_jobs=1)

@@ -205,3 +205,6 @@ def test_evaluate_command_fails_when_a_scene_failed_unless_failures_are_allowed(
     assert main(command) == 1
     assert "1 scene(s) failed" in capsys.readouterr().err
     assert main([*command, "--allow-failures"]) == 0
+    assert "reference_view_pixels None" in (tmp_path / "out" / "report.md").read_text()  # sizes as released
+    assert main([*command, "--allow-failures", "--scale-sizes"]) == 0
+    assert "reference_view_pixels 203056" in (tmp_path / "out" / "report.md").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from iggt.instances import (OFFICIAL_METHOD, ClusteringConfig, assign_labels, describe_instances,
+from iggt.instances import (OFFICIAL_METHOD, OFFICIAL_VIEW_PIXELS, ClusteringConfig, assign_labels, describe_instances,
                             instance_colors, segment_instances, smooth_features_image,
                             smooth_features_knn3d)
 from iggt.scene import BACKGROUND, Scene
@@ -19,8 +19,10 @@ FOCAL = 60.0
 
 
 def make_scene(views: int = 3, height: int = 56, width: int = 84, noise: float = 0.05,
-               outlier_share: float = 0.02, seed: int = 0) -> tuple[Scene, np.ndarray]:
-    """Cameras translated along x, looking at rectangles; features = instance direction + noise."""
+               outlier_share: float = 0.02, seed: int = 0,
+               rectangles: list[tuple[float, ...]] = RECTANGLES) -> tuple[Scene, np.ndarray]:
+    """Cameras translated along x, looking at ``rectangles`` (x0, x1, y0, y1, depth) before a wall
+    at depth 6 (id 0, the rectangles 1, 2, ...); features = instance direction + noise."""
     rng = np.random.default_rng(seed)
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     rays = np.stack([(u - width / 2) / FOCAL, (v - height / 2) / FOCAL], -1)
@@ -28,7 +30,7 @@ def make_scene(views: int = 3, height: int = 56, width: int = 84, noise: float =
     truth = np.zeros((views, height, width), np.int64)
     centers = np.array([0.4 * s for s in range(views)], np.float32)
     for s in range(views):
-        for index, (x0, x1, y0, y1, z) in enumerate(RECTANGLES, start=1):
+        for index, (x0, x1, y0, y1, z) in enumerate(rectangles, start=1):
             x = centers[s] + z * rays[..., 0]
             y = z * rays[..., 1]
             hit = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1) & (z < depth[s])
@@ -36,7 +38,7 @@ def make_scene(views: int = 3, height: int = 56, width: int = 84, noise: float =
             truth[s][hit] = index
     camera_points = np.concatenate([rays[None] * depth[..., None], depth[..., None]], -1)
     points = camera_points + np.stack([centers, np.zeros(views), np.zeros(views)], -1)[:, None, None]
-    directions = np.eye(8, dtype=np.float32)[: len(RECTANGLES) + 1] + 0.2
+    directions = np.eye(8, dtype=np.float32)[: len(rectangles) + 1] + 0.2
     features = directions[truth] + rng.normal(scale=noise, size=(*truth.shape, 8))
     outliers = rng.random(truth.shape) < outlier_share
     features[outliers] = rng.normal(size=(int(outliers.sum()), 8))
@@ -44,7 +46,7 @@ def make_scene(views: int = 3, height: int = 56, width: int = 84, noise: float =
     extrinsics[:, :, :3] = np.eye(3)
     extrinsics[:, 0, 3] = -centers
     intrinsics = np.repeat(np.array([[[FOCAL, 0, width / 2], [0, FOCAL, height / 2], [0, 0, 1]]], np.float32), views, 0)
-    colors = rng.uniform(size=(len(RECTANGLES) + 1, 3))
+    colors = rng.uniform(size=(len(rectangles) + 1, 3))
     scene = Scene(images=colors[truth].astype(np.float32), extrinsics=extrinsics, intrinsics=intrinsics,
                   depth=depth, depth_conf=np.full_like(depth, 2.0), world_points=points.astype(np.float32),
                   world_points_conf=np.ones_like(depth), points_from_depth=points.astype(np.float32),
@@ -88,10 +90,36 @@ def test_presets_follow_the_official_demo():
 
 def test_sizes_scale_with_the_sample_and_keep_floors():
     config = ClusteringConfig.from_preset("large")
-    assert config.sample_sizes(200_000, 200_000) == (500, 100)
-    assert config.sample_sizes(20_000, 200_000) == (50, 10)
-    assert config.sample_sizes(10_000, 2_000_000) == (config.min_scaled_cluster_size, config.min_scaled_samples)
-    assert config.sample_sizes(30, 30) == (30, 29)  # clamped to what HDBSCAN accepts
+    assert config.sample_sizes(200_000, 200_000, OFFICIAL_VIEW_PIXELS) == (500, 100)
+    assert config.sample_sizes(20_000, 200_000, OFFICIAL_VIEW_PIXELS) == (50, 10)
+    assert config.sample_sizes(10_000, 2_000_000, OFFICIAL_VIEW_PIXELS) == (config.min_scaled_cluster_size,
+                                                                      config.min_scaled_samples)
+    assert config.sample_sizes(30, 30, OFFICIAL_VIEW_PIXELS) == (30, 29)  # clamped to what HDBSCAN accepts
+    with pytest.raises(ValueError, match="reference_view_pixels must be at least 1 or None, got 0"):
+        ClusteringConfig(reference_view_pixels=0)
+
+
+@pytest.mark.parametrize("sampled, total, view, scaled, as_given", [
+    # 112 x 112 (the shipped small model), 6 views = 75,264 pixels: scale 12,544 / 203,056 = 0.0618
+    (75_264, 75_264, 112 * 112, (31, 6), (500, 100)),        # 500 x 0.0618 = 30.9, 100 x 0.0618 = 6.2
+    (10_000, 12_544, 112 * 112, (25, 5), (399, 80)),         # one view sampled: 10,000 / 203,056 = 0.0492
+    (10_000, 75_264, 112 * 112, (10, 5), (66, 13)),          # 0.0082: both floors; as given 0.133
+    # 518 x 392 (the released demo's 4:3 input): only the sampling ratio counts
+    (203_056, 203_056, OFFICIAL_VIEW_PIXELS, (500, 100), (500, 100)),
+    (20_000, 406_112, OFFICIAL_VIEW_PIXELS, (25, 5), (25, 5)),      # 0.0492
+    # 252 x 336 = 84,672 (the 1B model on a smaller input): scale 0.417
+    (169_344, 169_344, 252 * 336, (208, 42), (500, 100)),    # 500 x 0.417 = 208.5, 100 x 0.417 = 41.7
+    (10_000, 169_344, 252 * 336, (12, 5), (30, 6)),          # 0.0591 x 0.417 = 0.0246; as given 0.0591
+    # 518 x 518 (square input of the 1B model): larger than the reference, sizes are not grown
+    (268_324, 268_324, 518 * 518, (500, 100), (500, 100)),
+])
+def test_sizes_scale_down_with_the_view_size(sampled, total, view, scaled, as_given):
+    medium = ClusteringConfig.from_preset("medium", reference_view_pixels=OFFICIAL_VIEW_PIXELS)
+    assert medium.sample_sizes(sampled, total, view) == scaled
+    as_released = ClusteringConfig.from_preset("medium")  # the default: sizes as given
+    assert as_released.reference_view_pixels is None and as_released.sample_sizes(sampled, total, view) == as_given
+    official = ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)  # the released demo: never scaled
+    assert official.sample_sizes(sampled, total, view) == as_given
 
 
 # -- describe_instances --------------------------------------------------------------------------
@@ -228,6 +256,26 @@ def test_low_confidence_pixels_are_background(scene_and_truth):
 def test_segment_instances_is_deterministic(scene_and_truth, segmented):
     again = segment_instances(scene_and_truth[0], CONFIG)
     np.testing.assert_array_equal(again.labels, segmented.labels)
+
+
+def test_a_small_object_at_112_px_is_found_only_with_sizes_scaled_to_the_view():
+    """A rectangle of ~165 pixels per view in 112 x 112 views (3 views, default sampling): with the
+    "medium" sizes as given (133 of the 10k samples) it is merged into the wall; scaled to the
+    view (the floor, 10) it is an instance of its own."""
+    rectangles = [(-0.9, -0.2, -0.5, 0.4, 3.0), (0.1, 0.5, -0.2, 0.2, 2.0)]
+    scene, truth = make_scene(views=3, height=112, width=112, rectangles=rectangles, outlier_share=0.0)
+    small = truth == 2
+    assert 150 <= small.sum() / 3 <= 180
+
+    def best_iou(config: ClusteringConfig) -> float:
+        labels = segment_instances(scene, config).labels
+        found = labels == np.bincount(labels[small]).argmax()
+        return (found & small).sum() / (found | small).sum()
+
+    scaled = ClusteringConfig.from_preset("medium", reference_view_pixels=OFFICIAL_VIEW_PIXELS)
+    assert scaled.sample_sizes(10_000, small.size, 112 * 112) == (10, 5)
+    assert best_iou(scaled) > 0.95
+    assert best_iou(replace(scaled, reference_view_pixels=None)) < 0.1
 
 
 def test_sampled_clustering_agrees_with_clustering_every_pixel():

@@ -1,15 +1,18 @@
 """The OpenAI-compatible backend against the local seeing server, over real HTTP."""
 import logging
 
+import numpy as np
 import pytest
+from PIL import Image
+from scipy import ndimage
 
 from grounding.agent import answer
 from grounding.evaluation import benchmark_scene
-from grounding.highlight import highlight_instance
+from grounding.highlight import CONTOUR_COLOR, highlight_instance
 from grounding.vlm import make_backend
 from grounding.vlm.base import parse_yes_no, yes_probability
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
-from grounding.vlm.seeing_server import start_test_server
+from grounding.vlm.seeing_server import outlined_objects, see, start_test_server
 
 SECRET = "sk-test-0123456789-do-not-leak"
 
@@ -68,6 +71,24 @@ def test_yes_no_follows_what_the_highlight_shows(server, generated):
         wrong = vlm.yes_no([image], f"Is the object outlined in magenta {other}?")
         assert (right.answer, right.probability) == (True, 1.0)
         assert (wrong.answer, wrong.probability) == (False, 0.0)
+
+
+def test_a_speck_of_outline_beside_the_object_is_not_what_is_seen(generated):
+    """Clustering leaves specks: a few floor pixels of the instance get their own small outline in a
+    tile. A person names the outlined object, so the server sees each tile's largest region."""
+    scene = generated[1]
+    instance = scene.instances.info[1]
+    array = np.array(highlight_instance(scene, instance.id).image)
+    tiles, count = ndimage.label(np.any(array != 0, axis=-1))
+    for box in ndimage.find_objects(tiles):
+        top, left = box[0].start + 5, box[1].start + 5
+        array[top:top + 11, left:left + 11] = CONTOUR_COLOR
+        array[top + 2:top + 9, left + 2:left + 9] = 128  # a grey speck of floor, fully outlined
+    image = Image.fromarray(array)
+
+    regions = outlined_objects(image)
+    assert len(regions) == count and all(mask.sum() > 49 for mask, _, _ in regions)
+    assert see(image).color == colour_of(generated, instance.id)
 
 
 def test_probability_from_logprobs_when_the_server_returns_them(server, generated):

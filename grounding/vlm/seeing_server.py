@@ -112,7 +112,8 @@ def _tiles(array: np.ndarray) -> np.ndarray:
 
 
 def outlined_objects(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """(mask, pixels, cut) of each region enclosed by the magenta outline, one per highlight tile;
+    """(mask, pixels, cut) of the region enclosed by the magenta outline, one per highlight tile:
+    the largest one, as a person names the outlined object and not a speck of outline beside it;
     ``cut`` = the region reaches its tile's edge, so the object is cut off by the photo's border."""
     array = np.asarray(image.convert("RGB"))
     ring = np.all(array == np.array(CONTOUR_COLOR, np.uint8), axis=-1)
@@ -120,16 +121,19 @@ def outlined_objects(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, b
     tiles = _tiles(array)
     tile_boxes = ndimage.find_objects(tiles)
     components, _ = ndimage.label(inside)
-    regions = []
+    largest: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         mask = components[box] == index
         if mask.sum() < MIN_REGION:
             continue
-        tile_box = tile_boxes[tiles[box][mask][0] - 1]
+        tile = int(tiles[box][mask][0])
+        if tile in largest and largest[tile][0].sum() >= mask.sum():
+            continue
+        tile_box = tile_boxes[tile - 1]
         cut = any(abs(box[axis].start - tile_box[axis].start) <= 3 or abs(box[axis].stop - tile_box[axis].stop) <= 3
                   for axis in (0, 1))
-        regions.append((mask, array[box][mask], cut))
-    return regions
+        largest[tile] = (mask, array[box][mask], cut)
+    return [largest[tile] for tile in sorted(largest)]
 
 
 def see(image: Image.Image) -> Seen | None:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from iggt.instances import ClusteringConfig
+from iggt.instances import OFFICIAL_VIEW_PIXELS, ClusteringConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--clustering", default="medium", choices=list(ClusteringConfig.PRESETS),
                           help="clustering preset (the official demo's) for the model, the per-view baseline and "
                                "the oracle; default medium (the released demo's), as `reconstruct`")
+    evaluate.add_argument("--scale-sizes", action="store_true",
+                          help="scale the preset's cluster sizes down to views smaller than the released demo's "
+                               "518 x 392 (default: as given at any view size, as the release)")
     evaluate.add_argument("--max-scenes", type=int, default=None, help="evaluate only the first N scenes")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     evaluate.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
@@ -42,8 +45,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_scenes is not None and args.max_scenes < 1:
         raise IGGTError(f"--max-scenes must be at least 1, got {args.max_scenes}")
+    clustering = ClusteringConfig.from_preset(args.clustering, **({"reference_view_pixels": OFFICIAL_VIEW_PIXELS}
+                                                                  if args.scale_sizes else {}))
     config = EvaluationConfig(data=args.data, checkpoint=str(args.checkpoint or DEFAULT_CHECKPOINT), out=args.out,
-                              clustering=ClusteringConfig.from_preset(args.clustering), max_scenes=args.max_scenes,
+                              clustering=clustering, max_scenes=args.max_scenes,
                               baselines=not args.no_baselines, device=args.device)
     summary = run_evaluation(config)
     failed = summary["scenes_failed"]

@@ -63,7 +63,8 @@ GEOMETRY_COLUMNS = {"abs_rel_view": "AbsRel (view)", "delta1_view": "δ<1.25 (vi
 PERCENT_FIGURES = {"t_miou", "t_sr", "matched_miou", "matched_pixel_accuracy", "ap", "ap50", "ap_3d", "ap50_3d", "miou_2d", "miou_3d", "delta1_view",
                    "delta1_scene", "rra@5", "rta@5", "rra@15", "rta@15", "auc@30"}
 COUNT_FIGURES = {"num_matches", "num_gt_objects", "num_predicted_instances"}
-CLUSTERING_SHOWN = ("min_cluster_size", "min_samples", "cluster_selection_epsilon", "smoothing")
+CLUSTERING_SHOWN = ("min_cluster_size", "min_samples", "cluster_selection_epsilon", "smoothing",
+                    "reference_view_pixels")
 DEFINITIONS = (
     "- **T-mIoU / T-SR** (multi-view tracking): predicted instances are matched to ground-truth objects once per "
     "scene (Hungarian on the IoU over all views together); T-mIoU = mean IoU of each object with its match "
