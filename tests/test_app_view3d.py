@@ -34,7 +34,9 @@ BACKGROUND_RGB = np.array([30, 32, 38])
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("app"), DEFAULT_CHECKPOINT, size=None) as running:
+    # At 112 px, 6 views give fewer points than the viewer's cap (`demo.viewer3d.MAX_POINTS`), so a
+    # filter that removes points shows in their count; at the shipped model's 224 px the cloud is capped.
+    with running_app(tmp_path_factory.mktemp("app"), DEFAULT_CHECKPOINT, size=112) as running:
         yield running
 
 
@@ -162,5 +164,5 @@ def test_masks_at_the_photos_resolution(browser, app):
     changes = np.flatnonzero((ids[:, 1:] != ids[:, :-1]).any(axis=0))
     assert len(changes) > 0.5 * 640
 
-    page.get_by_label("168 px", exact=False).check()  # a larger model input: the scene is finer
-    assert "at 168x" in reconstruct_in_page(page)
+    page.get_by_label("224 px", exact=False).check()  # a larger model input (the trained size): the scene is finer
+    assert "at 224x" in reconstruct_in_page(page)

@@ -173,10 +173,10 @@ def test_benchmark_answers_on_the_shipped_model_beside_the_oracle_at_its_size(be
                                            lambda: OpenAIVLM(OpenAIConfig(model="seeing", base_url=vlm_server.url)))
     benchmark.add_scene(0)
     header, rows = table_rows(benchmark.markdown_table())
-    assert header == ["mode", "questions", "kind", "iggt-small (small)", "oracle at 112 px"]
+    assert header == ["mode", "questions", "kind", "iggt-small (small)", "oracle at 224 px"]
     assert rows.keys() == {("verify", "all"), ("verify", "find")}
     assert re.fullmatch(r"\d+\.\d%", rows[("verify", "all")][3])
-    assert rows[("verify", "all")][4] == "100.0%"  # perfect instances at 112 px
+    assert rows[("verify", "all")][4] == "100.0%"  # perfect instances at the model's 224 px
     record, oracle = benchmark_scene(0)
     assert int(rows[("verify", "all")][1]) == sum(q.kind == "find" for q in make_questions(record, oracle))
     visible, matched, _ = benchmark.objects[model_run.oracle_name]
@@ -190,6 +190,6 @@ def test_benchmark_command_prints_both_modes_and_the_markdown_table():
                          capture_output=True, text=True, timeout=600, check=True)
     assert "clustering 'small', structure marked" in run.stdout
     header, rows = table_rows(run.stdout[run.stdout.index("| mode |"):])
-    assert header[3:] == ["iggt-small (small)", "oracle at 112 px"]
+    assert header[3:] == ["iggt-small (small)", "oracle at 224 px"]
     assert {("verify", "all"), ("agent", "all"), ("agent", "find"), ("agent", "count")} <= rows.keys()
     assert rows[("verify", "all")][4] == rows[("agent", "all")][4] == "100.0%"
