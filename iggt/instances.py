@@ -14,8 +14,8 @@ as in the official demo; nothing is merged into one giant "background instance".
 
 Why it is fast: HDBSCAN of every pixel (2 M for 10 views) takes tens of minutes. We cluster a
 uniform sample of ~10k pixels with the sizes scaled to the sample (and, opt-in, to the view
-size: see `ClusteringConfig`), and label the rest by nearest clustered sample in feature space, coarse
-to fine in the image; the 3D smoothing runs as a gated image-space filter.
+size: see `ClusteringConfig`), and label the rest by nearest clustered sample in feature
+space, coarse to fine in the image; the 3D smoothing runs as a gated image-space filter.
 `benchmarks/clustering.py` measures the agreement with the exact method (`OFFICIAL_METHOD`)
 and the times.
 """
@@ -144,7 +144,7 @@ OFFICIAL_VIEW_PIXELS = 518 * 392
 """Pixels of one view of the released demo's input (518 x 392 for a 4:3 photo): 203,056."""
 
 OFFICIAL_METHOD = dict(smoothing="none", confidence_percentile=0.0, max_cluster_points=None,
-                       max_references_per_cluster=None, assignment_stride=1, reference_view_pixels=None)
+                       max_references_per_cluster=None, assignment_stride=1)
 """Overrides that make `segment_instances` the released demo's exact (slow) computation:
 ``ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)``. HDBSCAN of every pixel of every
 view on the normalised features with the preset's sizes as given at any resolution, nothing

@@ -45,8 +45,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_scenes is not None and args.max_scenes < 1:
         raise IGGTError(f"--max-scenes must be at least 1, got {args.max_scenes}")
-    clustering = ClusteringConfig.from_preset(args.clustering, **({"reference_view_pixels": OFFICIAL_VIEW_PIXELS}
-                                                                  if args.scale_sizes else {}))
+    clustering = ClusteringConfig.from_preset(
+        args.clustering, reference_view_pixels=OFFICIAL_VIEW_PIXELS if args.scale_sizes else None)
     config = EvaluationConfig(data=args.data, checkpoint=str(args.checkpoint or DEFAULT_CHECKPOINT), out=args.out,
                               clustering=clustering, max_scenes=args.max_scenes,
                               baselines=not args.no_baselines, device=args.device)
