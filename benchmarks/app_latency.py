@@ -6,10 +6,11 @@ after the result is shown). So the figures are the server's work without network
 ``--browser`` adds the time the page itself takes, measured in Chromium from the click on
 "Reconstruct" to the 3D view drawn (it starts the real app with the same model).
 
-Stages: loading (decode photos), model, clustering (with structure detection), display (3D view
-data, instance pictures at photo resolution, depth pictures, table); "result" is their sum, the
-time until the page can show everything; downloads (GLB x3, PLY, masks at photo resolution,
-COLMAP, scene file) come after. "3D view" is the size of the viewer's data on the wire.
+Stages: loading (decode photos), model, clustering (with merging small pieces and structure
+detection), display (3D view data and table); "result" is their sum, the time until the page can
+show the 3D view; pictures (instances on the photos at photo resolution, depth maps) follow, then
+downloads (GLB x3, PLY, masks at photo resolution, COLMAP, scene file). "3D view" is the size of
+the viewer's data on the wire.
 
     python benchmarks/app_latency.py                                   # bundled examples, shipped model
     python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --repeats 3
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
-from demo.handlers import ALL_FRAMES, Display, Handlers, Limits  # noqa: E402
+from demo.handlers import ALL_FRAMES, DEFAULT_MERGE_PERCENT, Display, Handlers, Limits  # noqa: E402
 from demo.services import ModelService  # noqa: E402
 from demo.session import Session  # noqa: E402
 from demo.ui import bundled_examples  # noqa: E402
@@ -39,19 +40,24 @@ from iggt.views import IMAGE_EXTENSIONS  # noqa: E402
 STAGES = ("loading", "model", "clustering", "display")
 
 
-def run_once(handlers: Handlers, inputs: list[str] | str, clustering: str,
-             size: int | None) -> tuple[dict[str, float], int, int]:
-    """Stage timings of one reconstruction, its number of views and the 3D view's size in bytes."""
+def run_once(handlers: Handlers, inputs: list[str] | str, clustering: str, merge: float,
+             size: int | None) -> tuple[dict[str, float], int, int, str]:
+    """Stage timings of one reconstruction, its number of views, the 3D view's size in bytes and its
+    instances ("N (S)": N instances, S of them structure)."""
     session = Session()
     try:
         d = Display()
         files, example = (inputs, "") if isinstance(inputs, list) else (None, inputs)
-        outputs = handlers.reconstruct(files, None, 12, example, clustering, d.color_mode, d.conf_percentile,
-                                       d.show_cameras, d.drop_background, d.geometry, ALL_FRAMES, d.show_structure,
-                                       list(d.filters), size, session, progress=lambda *args, **kwargs: None)
+        outputs = handlers.reconstruct(files, None, 12, example, clustering, merge, d.color_mode,
+                                       d.conf_percentile, d.show_cameras, d.drop_background, d.geometry, ALL_FRAMES,
+                                       d.show_structure, list(d.filters), size, session,
+                                       progress=lambda *args, **kwargs: None)
         viewer_bytes = len(json.dumps(outputs[1]))
+        handlers.show_pictures(session)
         handlers.write_downloads(session)
-        return dict(session.timings), session.scene.num_views, viewer_bytes
+        instances = session.scene.instances
+        found = "-" if instances is None else f"{instances.count} ({sum(i.structure for i in instances.info)})"
+        return dict(session.timings), session.scene.num_views, viewer_bytes, found
     finally:
         session.close()
 
@@ -94,6 +100,8 @@ def main() -> None:
                                                                     "unless --photos is given)")
     parser.add_argument("--photos", nargs="*", default=[], help="folders of photos to reconstruct")
     parser.add_argument("--clustering", default="small", choices=("small", "medium", "large", "none"))
+    parser.add_argument("--merge", type=float, default=DEFAULT_MERGE_PERCENT,
+                        help="merge pieces under this share of the scene, in %% (the page's default: off)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also measure click-to-3D-view in Chromium")
     args = parser.parse_args()
@@ -109,21 +117,23 @@ def main() -> None:
     handlers = Handlers(models, examples, Limits())
     size = args.size or models.load().size
     print(f"model: {models.info.title}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"device {models.load().device}; clustering {args.clustering}; input {size} px; median of {args.repeats}")
-    columns = (*STAGES, "result", "downloads")
-    header = f"{'scene':<20}{'views':>6}" + "".join(f"{c:>12}" for c in columns) + f"{'3D view':>10}"
+          f"device {models.load().device}; clustering {args.clustering}, merge {args.merge:g} %; input {size} px; "
+          f"median of {args.repeats}")
+    columns = (*STAGES, "result", "pictures", "downloads")
+    header = (f"{'scene':<20}{'views':>6}" + "".join(f"{c:>12}" for c in columns) + f"{'3D view':>10}"
+              + f"{'instances (structure)':>24}")
     print(header)
     print("-" * len(header))
     for name, inputs in cases.items():
-        run_once(handlers, inputs, args.clustering, size)  # warm-up: first-call costs (allocations, caches)
-        runs, views, viewer_bytes = [], 0, 0
+        run_once(handlers, inputs, args.clustering, args.merge, size)  # warm-up: first-call costs (allocations, caches)
+        runs, views, viewer_bytes, found = [], 0, 0, ""
         for _ in range(args.repeats):
-            timings, views, viewer_bytes = run_once(handlers, inputs, args.clustering, size)
+            timings, views, viewer_bytes, found = run_once(handlers, inputs, args.clustering, args.merge, size)
             timings["result"] = sum(timings[s] for s in STAGES)
             runs.append(timings)
         median = {key: statistics.median(run[key] for run in runs) for key in columns}
         print(f"{name:<20}{views:>6}" + "".join(f"{median[c]:>11.2f}s" for c in columns)
-              + f"{viewer_bytes / 1e6:>8.2f}MB")
+              + f"{viewer_bytes / 1e6:>8.2f}MB{found:>24}")
         if args.browser and isinstance(inputs, list):
             clicks, drawing = browser_seconds(inputs, args.checkpoint, args.repeats)
             print(f"{'':<20}in Chromium, click to 3D view drawn: median {statistics.median(clicks):.2f} s "

@@ -7,12 +7,13 @@ have distinct features. Each instance has a unit 8-dim feature; pixels get Gauss
 feature noise and a share of them a random (outlier) feature.
 
 Then, on the same ~200k-pixel scene (4 views of 224 x 224), it runs the released demo's method
-(HDBSCAN of every pixel's normalised feature, no smoothing, "medium" preset: `OFFICIAL_METHOD`)
-and ours, and prints
+at its HEAD, commit bec6604 (`OFFICIAL_METHOD`: the normalised features averaged over their 20
+nearest 3D neighbours, HDBSCAN of every pixel with the "large" preset), its previous version
+(`OFFICIAL_METHOD_52B129A`: unsmoothed, "medium") and ours with the "large" preset, and prints
 times, speed-up and the adjusted Rand index (ARI) between the labels; finally it times our
 whole instance step on 10 views of 518 x 392 (2 M pixels).
 
-    python benchmarks/clustering.py            # a few minutes on 2 cores (the full HDBSCAN)
+    python benchmarks/clustering.py            # several minutes on 2 cores (two full HDBSCANs)
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iggt.instances import OFFICIAL_METHOD, ClusteringConfig, segment_instances  # noqa: E402
+from iggt.instances import (OFFICIAL_METHOD, OFFICIAL_METHOD_52B129A, RELEASE_PRESET, ClusteringConfig,  # noqa: E402
+                            segment_instances)
 from iggt.scene import BACKGROUND, Scene  # noqa: E402
 
 ROOM_HALF = 4.0
@@ -173,7 +175,7 @@ def twins_split(labels: np.ndarray, truth: np.ndarray, twins: list[tuple[int, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-full", action="store_true", help="skip the slow official full HDBSCAN")
+    parser.add_argument("--skip-full", action="store_true", help="skip the release's slow full HDBSCANs")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  (cores: {os.cpu_count()})")
 
@@ -183,43 +185,45 @@ def main() -> None:
     print(f"scene: 4 views x 224 x 224 = {truth.size} pixels, {len(sizes)} instances, "
           f"sizes {sizes.min()} .. {sizes.max()} pixels, twins {room.twins}")
 
-    compare = dict(confidence_percentile=0.0)  # the official method filters nothing
-    ours_config = ClusteringConfig.from_preset("medium", **compare)
-    ours, ours_time = timed(segment_instances, scene, ours_config)
-    ours_knn, ours_knn_time = timed(segment_instances, scene, ClusteringConfig.from_preset(
-        "medium", smoothing="knn3d", **compare))
-    unsmoothed, unsmoothed_time = timed(segment_instances, scene, ClusteringConfig.from_preset(
-        "medium", smoothing="none", **compare))
-    rows = [("ours (image smoothing, 10k sample)", ours, ours_time),
-            ("ours with exact 3D k-NN smoothing", ours_knn, ours_knn_time),
-            ("ours, no smoothing (as the demo)", unsmoothed, unsmoothed_time)]
-    full = None
-    if not args.skip_full:
-        full, full_time = timed(segment_instances, scene, ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD))
-        rows.insert(0, ("official: HDBSCAN of every pixel", full, full_time))
+    def ours(**overrides) -> ClusteringConfig:
+        """Our method with the release's preset; nothing dropped as background, like the release."""
+        return ClusteringConfig.from_preset(RELEASE_PRESET, confidence_percentile=0.0, **overrides)
 
-    print(f"\n{'method (200k pixels, preset medium)':<38}{'wall s':>8}{'cpu s':>8}{'speed-up wall/cpu':>19}"
-          f"{'instances':>10}{'ARI vs full':>12}{'ARI vs truth':>13}{'twins split':>12}")
-    for name, result, seconds in rows:
+    methods = [(f"ours ({RELEASE_PRESET}: image smoothing, 10k sample)", ours()),
+               ("ours with exact 3D k-NN smoothing", ours(smoothing="knn3d")),
+               ("ours without smoothing", ours(smoothing="none")),
+               ("ours, parts apart in 3D split (split_gap 0.02)", ours(split_gap=0.02))]
+    if not args.skip_full:
+        methods = [("release HEAD bec6604 (OFFICIAL_METHOD)", OFFICIAL_METHOD),
+                   ("release 52b129a (OFFICIAL_METHOD_52B129A)", OFFICIAL_METHOD_52B129A)] + methods
+    print(f"\n{'method (200k pixels)':<50}{'wall s':>8}{'cpu s':>8}{'speed-up wall/cpu':>19}"
+          f"{'instances':>10}{'ARI vs HEAD':>12}{'ARI vs truth':>13}{'twins split':>12}")
+    full = full_time = None
+    for index, (name, config) in enumerate(methods):  # each row as soon as it is measured
+        result, seconds = timed(segment_instances, scene, config)
+        if index == 0 and not args.skip_full:
+            full, full_time = result, seconds
         speedup = f"{full_time.wall / seconds.wall:.1f}x / {full_time.cpu / seconds.cpu:.1f}x" if full else "-"
         versus_full = f"{ari(result.labels, full.labels):.4f}" if full is not None else "-"
-        print(f"{name:<38}{seconds.wall:>8.2f}{seconds.cpu:>8.2f}{speedup:>19}{result.count:>10}{versus_full:>12}"
+        print(f"{name:<50}{seconds.wall:>8.2f}{seconds.cpu:>8.2f}{speedup:>19}{result.count:>10}{versus_full:>12}"
               f"{ari(result.labels, truth):>13.4f}"
-              f"{twins_split(result.labels, truth, room.twins):>10}/{len(room.twins)}")
+              f"{twins_split(result.labels, truth, room.twins):>10}/{len(room.twins)}", flush=True)
 
     big_scene, big_truth = render_scene(room, views=10, height=392, width=518, seed=args.seed)
-    stages: list[tuple[float, float, str]] = []
-    wall, cpu = time.perf_counter(), time.process_time()
-    big, big_time = timed(segment_instances, big_scene, ClusteringConfig.from_preset("medium"),
-                          progress=lambda fraction, message: stages.append(
-                              (time.perf_counter() - wall, time.process_time() - cpu, message)))
-    foreground = big.labels != BACKGROUND
-    print(f"\nwhole instance step, 10 views x 518 x 392 = {big_truth.size} pixels, preset medium, defaults: "
-          f"{big_time.wall:.2f} s wall, {big_time.cpu:.2f} s cpu, {big.count} instances, "
-          f"ARI vs truth on confident pixels {ari(big.labels[foreground], big_truth[foreground]):.4f}")
-    print("  stage starts (wall / cpu s):")
-    for seconds, cpu_seconds, message in stages:
-        print(f"    {seconds:6.2f} / {cpu_seconds:6.2f}  {message}")
+    for smoothing in ("image", "knn3d"):
+        stages: list[tuple[float, float, str]] = []
+        wall, cpu = time.perf_counter(), time.process_time()
+        config = ClusteringConfig.from_preset(RELEASE_PRESET, smoothing=smoothing)
+        big, big_time = timed(segment_instances, big_scene, config,
+                              progress=lambda fraction, message: stages.append(
+                                  (time.perf_counter() - wall, time.process_time() - cpu, message)))
+        foreground = big.labels != BACKGROUND
+        print(f"\nwhole instance step, 10 views x 518 x 392 = {big_truth.size} pixels, preset {RELEASE_PRESET}, "
+              f"smoothing {smoothing}: {big_time.wall:.2f} s wall, {big_time.cpu:.2f} s cpu, {big.count} instances, "
+              f"ARI vs truth on confident pixels {ari(big.labels[foreground], big_truth[foreground]):.4f}")
+        print("  stage starts (wall / cpu s):")
+        for seconds, cpu_seconds, message in stages:
+            print(f"    {seconds:6.2f} / {cpu_seconds:6.2f}  {message}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -3,7 +3,7 @@
     bash benchmarks/gpu_check.sh                                   # on the GPU machine: results in $OUT
     python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-dry    # the same steps at CPU sizes (a CI test)
 
-The steps, in order, each with a time budget (`Plan`); the whole run fits 8 minutes on one H200:
+The steps, in order, each with a time budget (`Plan`); the whole run fits 9.5 minutes on one H200:
 
     env       benchmarks/gpu_env.py: GPU, torch and CUDA versions, what imports
     data      training scenes and the benchmark set (`python -m iggt generate`), on every core, in
@@ -11,10 +11,16 @@ The steps, in order, each with a time budget (`Plan`); the whole run fits 8 minu
               that it times a quiet machine)
     tests     pytest -m gpu tests/test_gpu.py (the CUDA tests)
     speed     benchmarks/gpu_speed.py: iggt-1b at 518x392 for 1 ... 100 views beside VGGT's H100 figures
+    tracks    benchmarks/tracks.py: the 1B model's point tracker, 4096 points through 16 views at 518x392
     train     the small model from the shipped one, at 224 px with the released instance head and
               structure labels (the shipped recipe's last stage), for a
               fixed time (`python -m iggt train`, configs/small-cpu.yaml plus overrides)
     evaluate  `python -m iggt evaluate` of the trained and of the shipped model on the benchmark set
+    scale     benchmarks/token_merge.py --cameras-only: the 1B model's aggregator + camera head at
+              100 / 300 / 1000 views of 518x392, dense and with token merging (ratio 0.8), and the
+              moonshot row (1000 views, merged; cameras against the dense run at 300 views)
+    ba        benchmarks/ba.py: bundle adjustment over the 1B model's point tracks on 2 benchmark scenes
+              (last: it runs in whatever time is left)
 
 What it writes into the output folder (one level, 7 files, each under 16 MiB):
 
@@ -81,8 +87,16 @@ class Plan:
     threads: int | None = None
     """OMP_NUM_THREADS of every step (None: the libraries' default); 1 where jobs share few cores."""
     budgets: dict[str, float] = field(default_factory=dict)
-    total_s: float = 470.0
+    total_s: float = 560.0
     """The whole run; steps that would end later get less time, or none."""
+    openvocab_args: tuple[str, ...] = ()
+    """Arguments of ``benchmarks/openvocab.py speed`` (base-size CLIP/SigLIP, random weights)."""
+    tracks_args: tuple[str, ...] = ()
+    """Arguments of ``benchmarks/tracks.py`` (point tracking, random weights of the release's shape)."""
+    scale_args: tuple[str, ...] = ()
+    """Arguments of ``benchmarks/token_merge.py`` (token merging and the 1000-view row, random weights)."""
+    ba_args: tuple[str, ...] = ()
+    """Arguments of ``benchmarks/ba.py`` after ``--data`` (bundle adjustment over the 1B model's tracks)."""
 
 
 GPU_PLAN = Plan(
@@ -97,7 +111,16 @@ GPU_PLAN = Plan(
                      "run.mixed_precision=bf16",
                      "run.log_every=50", "run.checkpoint_every=100000"),
     train_minutes=2.0,
-    budgets={"env": 40, "tests": 80, "speed": 130, "data": 60, "init": 30, "train": 60, "split": 30, "evaluate": 100},
+    budgets={"env": 40, "tests": 80, "speed": 130, "data": 60, "init": 30, "train": 60, "split": 30, "evaluate": 100,
+             "openvocab": 40, "tracks": 45, "scale": 150, "ba": 60},
+    openvocab_args=("--kind", "clip", "siglip", "--device", "cuda", "--size", "224"),
+    tracks_args=("--preset", "iggt-1b", "--tracker", "release", "--device", "cuda", "--height", "392",
+                 "--width", "518", "--memory-mb", "4096"),
+    scale_args=("--cameras-only", "--checkpoint", "iggt-1b", "--device", "cuda", "--dtype", "bfloat16",
+                "--views", "100", "300", "1000", "--ratios", "0", "0.8", "--height", "392", "--width", "518",
+                "--dense-max-views", "300"),
+    ba_args=("--checkpoint", "iggt-1b", "--tracks", "model", "--device", "cuda", "--scenes", "2",
+             "--variants", "model,model+K"),
 )
 DRY_PLAN = Plan(
     device="cpu",
@@ -112,8 +135,15 @@ DRY_PLAN = Plan(
     train_minutes=None,
     threads=1,
     budgets={"env": 60, "tests": 120, "speed": 120, "data": 120, "init": 60, "train": 180, "split": 60,
-             "evaluate": 180},
+             "evaluate": 180, "openvocab": 120, "tracks": 60, "scale": 120, "ba": 120},
     total_s=900.0,
+    openvocab_args=("--kind", "clip", "--device", "cpu", "--size", "56", "--objects", "2"),
+    tracks_args=("--preset", "tiny", "--views", "2", "--points", "16", "--height", "56", "--width", "56",
+                 "--memory-mb", "16", "--threads", "1"),
+    scale_args=("--cameras-only", "--checkpoint", "tiny", "--device", "cpu", "--views", "2", "3",
+                "--ratios", "0", "0.5", "--height", "56", "--width", "56", "--dense-max-views", "2"),
+    ba_args=("--checkpoint", "tiny", "--tracks", "features", "--device", "cpu", "--scenes", "1",
+             "--variants", "oracle"),
 )
 """The CPU dry run: the same steps at tiny sizes (tiny preset for the speed table, 20 training steps)."""
 
@@ -279,6 +309,31 @@ def step_speed(run: Run) -> None:
                rows=[line for line in lines if "views" in line])
 
 
+def step_openvocab(run: Run) -> None:
+    """Embedding every instance of a 10-view scene, then text queries, with base-size CLIP/SigLIP."""
+    job = run.run("openvocab", [PYTHON, "benchmarks/openvocab.py", "speed", *run.plan.openvocab_args],
+                  run.budget("openvocab"))
+    run.record("openvocab", job, rows=[line for line in job.json_lines() if "embed_s" in line])
+
+
+def step_tracks(run: Run) -> None:
+    job = run.run("tracks", [PYTHON, "benchmarks/tracks.py", *run.plan.tracks_args], run.budget("tracks"))
+    run.record("tracks", job, rows=[line for line in job.json_lines() if "track_s" in line])
+
+
+def step_scale(run: Run) -> None:
+    job = run.run("scale", [PYTHON, "benchmarks/token_merge.py", *run.plan.scale_args], run.budget("scale"))
+    run.record("scale", job, rows=[line for line in job.json_lines() if "peak_gb" in line])
+
+
+def step_ba(run: Run) -> None:
+    """benchmarks/ba.py on the benchmark set: the 1B model's tracks through bundle adjustment (random
+    weights here: it checks the path and times it; the figures need the released weights)."""
+    job = run.run("ba", [PYTHON, "benchmarks/ba.py", "--data", str(run.work / "benchmark"), *run.plan.ba_args],
+                  run.budget("ba"))
+    run.record("ba", job, rows=[line for line in job.json_lines() if "variant" in line])
+
+
 def step_data(run: Run, jobs: list[Job]) -> bool:
     deadline = time.monotonic() + run.budget("data")
     for job in jobs:
@@ -400,6 +455,21 @@ def summary(results: dict) -> str:
                   f"{speed['status']}; weights {build.get('weights_gb', 0):.1f} GB (fp32), built in "
                   f"{build.get('built_s', 0):.1f} s; aggregator under autocast, heads in fp32.", "",
                   speed_table(speed.get("rows", [])), ""]
+    openvocab = steps.get("openvocab")
+    if openvocab:
+        lines += ["## Open-vocabulary speed (`benchmarks/openvocab.py speed`, random weights of the real shape)", "",
+                  f"{openvocab['status']}", "", "| model | instances | regions | embed all (s) | query median (ms) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['model']} | {r['instances']} | {r['regions']} | {r['embed_s']:.2f} | {r['query_ms']:.1f} |"
+                  for r in openvocab.get("rows", [])] + [""]
+    tracks = steps.get("tracks")
+    if tracks:
+        lines += ["## Point tracking (`benchmarks/tracks.py`, random weights of the release's tracker)", "",
+                  f"{tracks['status']}", "", "| model | views | image | points | per pass | features (s) | "
+                  "tracking (s) | peak memory (MB) |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['preset']} | {r['views']} | {r['image']} | {r['points']} | {r['chunk']} | {r['features_s']} | "
+                  f"{r['track_s']} | {r.get('cuda_peak_mb', r.get('rss_peak_mb'))} |" for r in tracks.get("rows", [])]
+        lines += [""]
     train = steps.get("train")
     if train:
         limit = "no time limit" if train.get("minutes") is None else f"time limit {train['minutes']} min"
@@ -423,6 +493,23 @@ def summary(results: dict) -> str:
             lines.append(f"| {name}: {entry.get('model', entry['status'])} | {entry.get('scenes_evaluated', 0)} | "
                          + " | ".join(percents + plain) + " |")
         lines.append("")
+    scale = steps.get("scale")
+    if scale:
+        lines += ["## Token merging and 1000 views (`benchmarks/token_merge.py --cameras-only`, aggregator + "
+                  "camera head, random 1B weights)", "", f"{scale['status']}", "",
+                  "| views | image | merge ratio | seconds | peak GB | rotation vs dense (deg) | dense run's views |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['views']} | {r['width']}x{r['height']} | {r['ratio']} | {r['seconds']:.2f} | "
+                  f"{r['peak_gb']:.1f} | {_plain(r['rotation_vs_dense_deg'])} | {r['dense_views']} |"
+                  for r in scale.get("rows", [])] + [""]
+    ba = steps.get("ba")
+    if ba:
+        lines += ["## Bundle adjustment (`benchmarks/ba.py`, random 1B weights: the path and its time, not the gain)",
+                  "", f"{ba['status']}", "", "| variant | tracks | adjusted | rot err (deg) | AUC@30 | reproj (px) |",
+                  "| --- | --- | ---: | --- | --- | --- |"]
+        lines += [f"| {r['variant']} | {r['tracks']} | {r['adjusted']}/{r['scenes']} | {_plain(r['rot_before'])} -> "
+                  f"{_plain(r['rot_after'])} | {_plain(r['auc30_before'])} -> {_plain(r['auc30_after'])} | "
+                  f"{_plain(r['reproj_before'])} -> {_plain(r['reproj_after'])} |" for r in ba.get("rows", [])] + [""]
     lines += ["## Steps", "", "| step | status | seconds |", "| --- | --- | ---: |"]
     lines += [f"| {name} | {entry.get('status', '')} | {entry.get('seconds', '')} |" for name, entry in steps.items()]
     return "\n".join(lines) + "\n"
@@ -450,7 +537,10 @@ def main() -> None:
     step_tests(run)
     data_ready = step_data(run, data_jobs)
     step_speed(run)
+    step_openvocab(run)
+    step_tracks(run)
     if not data_ready:
+        step_scale(run)
         return
     shipped = start_evaluation(run, "shipped", None)  # beside the training: the GPU has room for both
     trained = step_train(run)
@@ -458,6 +548,8 @@ def main() -> None:
     if trained is not None:
         finish_evaluation(run, start_evaluation(run, "trained", trained), "trained", deadline)
     finish_evaluation(run, shipped, "shipped", deadline)
+    step_scale(run)
+    step_ba(run)
     run.log(f"\ndone in {plan.total_s - run.remaining():.0f} s")
 
 

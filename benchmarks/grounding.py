@@ -14,13 +14,18 @@ scene's ground truth (the same questions in every run); what they are answered o
   their instances stand for (`match_to_objects`, `judge_on_objects`).
 
 By default the VLM is the seeing test server (grounding/vlm/seeing_server.py, started
-in-process); ``--base-url``/``--model`` point it at a real OpenAI-compatible server instead (API
-key from OPENAI_API_KEY). Answers are cached per scene within a mode and source (as in an app
-session), so later questions about a scene cost fewer VLM calls. The run ends with a markdown
-table of accuracy per mode and question kind, one column per source.
+in-process); ``--style`` makes it answer as other models and servers do (a reasoning block, a
+sentence, prose around JSON, tool calls, ...: `seeing_server.STYLES`), one column per style: the
+quirk matrix. ``--base-url``/``--model`` point it at a real OpenAI-compatible server instead (API
+key from OPENAI_API_KEY). ``--recheck both`` answers every question with and without the answers'
+self-check (`AgentConfig.recheck`), one column each. Answers are cached per scene within a mode
+and column (as in an app session), so later questions about a scene cost fewer VLM calls. The
+run ends with a markdown table of accuracy per mode and question kind, one column per source,
+style and self-check setting.
 
     python benchmarks/grounding.py --scenes 10
-    python benchmarks/grounding.py --scenes 20 --checkpoint iggt/weights/iggt-small
+    python benchmarks/grounding.py --scenes 6 --style plain think reasoning-field sentence prose bold tools
+    python benchmarks/grounding.py --scenes 20 --checkpoint iggt/weights/iggt-small --recheck both
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -39,11 +44,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from grounding.agent import AgentConfig  # noqa: E402
 from grounding.evaluation import (KINDS, MIN_MATCH_IOU, Outcome, benchmark_scene, make_questions,  # noqa: E402
                                   match_to_objects, resample_record, run_questions, summarize, unnamed_oracle)
 from grounding.highlight import highlight_instance  # noqa: E402
 from grounding.vlm.base import VLM  # noqa: E402
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM  # noqa: E402
+from grounding.vlm.seeing_server import STYLES  # noqa: E402
 from iggt.data.scene_format import SceneRecord  # noqa: E402
 from iggt.instances import ClusteringConfig, segment_instances  # noqa: E402
 from iggt.reconstruct import Reconstructor  # noqa: E402
@@ -100,11 +107,33 @@ def load_model_run(checkpoint: str, clustering: str | None, device: str, structu
     return ModelRun(reconstructor, clustering, name, structure)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """How the questions are answered besides the scene: the VLM (model name) and the agent's settings."""
+
+    suffix: str
+    """Added to the source's name to name the column ("" for the only variant)."""
+    model: str
+    config: AgentConfig = AgentConfig()
+
+
+def variants(model: str, styles: list[str] | None, recheck: str) -> list[Variant]:
+    """One variant per style (model "seeing+<style>", "plain" = the model itself) and self-check setting."""
+    models = [(f", {style}" if len(styles) > 1 else f" ({style})", model if style == "plain" else f"{model}+{style}")
+              for style in styles] if styles else [("", model)]
+    settings = {"on": [("", True)], "off": [(", no re-check", False)],
+                "both": [("", True), (", no re-check", False)]}[recheck]
+    return [Variant(style_suffix + check_suffix, name, replace(AgentConfig(), recheck=check))
+            for style_suffix, name in models for check_suffix, check in settings]
+
+
 class Benchmark:
     """Answers the questions of one scene after another and keeps what the report needs."""
 
-    def __init__(self, model_run: ModelRun | None, modes: list[str], make_backend: Callable[[], VLM]):
+    def __init__(self, model_run: ModelRun | None, modes: list[str], make_backend: Callable[[str], VLM],
+                 answer_variants: list[Variant]):
         self.model_run, self.modes, self.make_backend = model_run, modes, make_backend
+        self.variants = answer_variants
         # one backend (and answer cache) per source and mode, so none profits from another's answers
         self.backends: dict[tuple[str, str], VLM] = {}
         self.results: list[tuple[str, Outcome]] = []  # (source name, outcome)
@@ -124,10 +153,13 @@ class Benchmark:
                 counts[0] += len(np.unique(record.instance_ids[record.instance_ids > 0]))
                 counts[1] += len(source.matches)
                 counts[2] += sum(source.scene.instances.info[i].structure for i in source.matches)
-            for mode in self.modes:
-                backend = self.backends.setdefault((source.name, mode), self.make_backend())
-                self.results += [(source.name, outcome) for outcome in
-                                 run_questions(source.scene, questions, backend, mode, matches=source.matches)]
+            for variant in self.variants:
+                column = source.name + variant.suffix
+                for mode in self.modes:
+                    backend = self.backends.setdefault((column, mode), self.make_backend(variant.model))
+                    self.results += [(column, outcome) for outcome in
+                                     run_questions(source.scene, questions, backend, mode, variant.config,
+                                                   matches=source.matches)]
 
     def _time_highlights(self, source: Source) -> None:
         start = time.perf_counter()
@@ -199,6 +231,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda")
     parser.add_argument("--base-url", default=None, help="a real OpenAI-compatible server (default: test server)")
     parser.add_argument("--model", default="seeing")
+    parser.add_argument("--style", nargs="+", default=None, choices=list(STYLES), metavar="STYLE",
+                        help="answer styles of the seeing test server, one column each: " + ", ".join(STYLES))
+    parser.add_argument("--recheck", choices=["on", "off", "both"], default="on",
+                        help="the answers' self-check (re-check instances whose name contradicts the target)")
     parser.add_argument("--show-wrong", action="store_true", help="list every wrong answer")
     args = parser.parse_args()
 
@@ -209,7 +245,8 @@ def main() -> None:
     if base_url is None:
         from grounding.vlm.seeing_server import start_server
         base_url, stop = start_server()
-    benchmark = Benchmark(model_run, args.modes, lambda: OpenAIVLM(OpenAIConfig(model=args.model, base_url=base_url)))
+    benchmark = Benchmark(model_run, args.modes, lambda model: OpenAIVLM(OpenAIConfig(model=model, base_url=base_url)),
+                          variants(args.model, args.style, args.recheck))
     for seed in tqdm(range(args.seed, args.seed + args.scenes), desc="scenes", unit="scene"):
         benchmark.add_scene(seed)
     if stop is not None:

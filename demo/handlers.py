@@ -19,15 +19,16 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from demo.pictures import (answer_markdown, answer_pictures, depth_pictures, input_previews, instance_table,
-                           photo_at, trace_markdown, view_overlays)
+from demo.pictures import (answer_markdown, answer_pictures, depth_pictures, depth_scale, input_previews,
+                           instance_table, photo_at, trace_markdown, view_overlays)
 from demo.services import ModelService, VLMService
 from demo.session import Session
 from demo.viewer3d import viewer_value
 from grounding.agent import MODES, answer
 from iggt.errors import IGGTError
-from iggt.export import PointCloudOptions, export_all, upsample_labels
+from iggt.export import PointCloudOptions, export_all, glb_scene, upsample_labels, write_ply
 from iggt.instances import ClusteringConfig, segment_instances
+from iggt.merge import merge_small_instances
 from iggt.scene import Scene
 from iggt.structure import mark_structure
 from iggt.views import InputError, load_views
@@ -42,6 +43,10 @@ FILTERS = ("Black background", "White background", "Sky")
 GALLERY_SIDE = 512
 """Long side of the instance pictures in the gallery and of the view to click on (photo pixels)."""
 CLUSTERING_CHOICES = (*ClusteringConfig.PRESETS, "none")
+CLUSTERING_HELP = ("small: finest pieces; medium: the released demo's; large: coarser, neighbours may join; "
+                   "none: geometry only. A change re-clusters the scene shown, without the model.")
+MERGE_HELP = "Smaller pieces join the neighbour they touch most (0: off); real photos split into fragments."
+DEFAULT_MERGE_PERCENT = 0.0
 _DIRECTORIES = re.compile(r"(?<![\w:/.\-])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"`]+)+[\\/]")
 """Directory part of an absolute path inside a message (the file name after it is kept)."""
 
@@ -163,6 +168,38 @@ def _need_scene(session: Session | None) -> Session:
     return session
 
 
+def _with_instances(session: Session | None) -> Session:
+    session = _need_scene(session)
+    if session.scene.instances is None:
+        raise gr.Error("This scene has no instances (clustering was off).")
+    return session
+
+
+def _checked_clustering(clustering: str) -> str:
+    if clustering not in CLUSTERING_CHOICES:
+        raise InputError(f"Unknown clustering preset '{clustering}': choose one of {', '.join(CLUSTERING_CHOICES)}.")
+    return clustering
+
+
+def _clustered(scene: Scene, clustering: str, merge_percent) -> Scene:
+    """The scene with instances of the preset, small pieces merged, structure marked ("none": as it is)."""
+    if clustering == "none":
+        return scene
+    scene = scene.with_instances(segment_instances(scene, ClusteringConfig.from_preset(clustering)))
+    share = float(np.clip(float(merge_percent or 0), 0, 100)) / 100
+    if share > 0:
+        scene = scene.with_instances(merge_small_instances(scene, share))
+    return scene.with_instances(mark_structure(scene))
+
+
+def _clustering_note(clustering: str, merge_percent) -> str:
+    """What the status says about the clustering used."""
+    if clustering == "none":
+        return "clustering off"
+    merge = float(merge_percent or 0)
+    return f"clustering {clustering}" + (f", pieces under {merge:g} % merged" if merge > 0 else "")
+
+
 class Handlers:
     """The app's behaviour, bound to one shared model service and the bundled examples."""
 
@@ -201,21 +238,39 @@ class Handlers:
             return gr.update(value=None, visible=False), ""
         tiles, reasons = input_previews(paths)
         tiles = [(picture, without_paths(caption)) for picture, caption in tiles]
-        label = f"{len(paths)} photo" + ("s" if len(paths) > 1 else "") + " to reconstruct"
+        usable = len(paths) - len(reasons)  # a file flagged as unusable is not counted as a photo
+        label = f"{usable} photo" + ("" if usable == 1 else "s") + " to reconstruct"
+        if reasons:
+            label += f" ({len(reasons)} unusable file" + ("s" if len(reasons) > 1 else "") + ")"
         note = "".join(f"⚠️ {without_paths(reason)}.  \n" for reason in reasons)
         if reasons:
             note += "Remove " + ("it" if len(reasons) == 1 else "them") + " before reconstructing."
         return gr.update(value=tiles, label=label, visible=True), note
 
+    @staticmethod
+    def new_upload(files: list[str] | None, previous: list[str] | None):
+        """A new upload replaces the photos chosen before (the file box itself would add them to the list)."""
+        fresh = [f for f in files or [] if f not in set(previous or [])] or list(files or [])
+        return fresh, fresh
+
+    def pick_example(self, evt: gr.SelectData):
+        """A click on an example's thumbnail chooses it (and drops uploaded photos and video)."""
+        names = list(self.examples)
+        return names[int(np.clip(evt.index, 0, len(names) - 1))], None, None
+
+    def example_thumbnails(self) -> list[tuple[str, str]]:
+        """The first photo of each bundled example, captioned with its name."""
+        return [(str(paths[0]), name) for name, paths in self.examples.items()]
+
     @user_errors
-    def reconstruct(self, files, video, video_frames, example, clustering, color_mode, conf_percentile,
-                    show_cameras, drop_background, geometry, frame, show_structure, filters, input_size,
-                    session: Session | None, progress=gr.Progress()):
-        """Photos, a video or an example scene -> 3D scene, instances, pictures and downloads."""
+    def reconstruct(self, files, video, video_frames, example, clustering, merge_percent, color_mode,
+                    conf_percentile, show_cameras, drop_background, geometry, frame, show_structure, filters,
+                    input_size, session: Session | None, progress=gr.Progress()):
+        """Photos, a video or an example scene -> 3D scene, instances, pictures and downloads.
+
+        Everything of the scene before is reset: the answer, its pictures and trace, the selection."""
         paths = self._input_paths(files, video, example)
-        if clustering not in CLUSTERING_CHOICES:
-            raise InputError(f"Unknown clustering preset '{clustering}': choose one of "
-                             f"{', '.join(CLUSTERING_CHOICES)}.")
+        clustering = _checked_clustering(clustering)
         display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
                                        show_structure, filters)
         session = session or Session()
@@ -235,25 +290,52 @@ class Handlers:
 
         progress(0.7, desc="Clustering instances")
         start = time.perf_counter()
-        if clustering != "none":
-            scene = scene.with_instances(segment_instances(scene, ClusteringConfig.from_preset(clustering)))
-            scene = scene.with_instances(mark_structure(scene))
+        scene = _clustered(scene, clustering, merge_percent)
         timings["clustering"] = time.perf_counter() - start
 
-        progress(0.85, desc="Drawing the 3D view and pictures")
+        progress(0.85, desc="Drawing the 3D view")
         start = time.perf_counter()
         session.new_scene(scene, [view.image for view in views])
-        viewer, overlays, depths, table = self._render_all(session, display)
+        session.clustering = _clustering_note(clustering, merge_percent)
+        viewer = self._viewer(session, display)
         timings["display"] = time.perf_counter() - start
         session.timings = timings
         names = scene.view_names or [""] * scene.num_views
         frames = [(f"{i + 1}: {name}", str(i + 1)) for i, name in enumerate(names)]  # shown, sent
-        return (self._status(session, "preparing the downloads…"), viewer, overlays, depths, table, None,
-                gr.update(maximum=max(scene.num_views, 2), value=1, interactive=scene.num_views > 1,
-                          visible=scene.num_views > 1),
-                self._view_picture(session, 0), "",
-                gr.update(choices=[(ALL_FRAMES, ALL_FRAMES), *frames], value=ALL_FRAMES),
-                session)
+        return (self._status(session, "preparing the pictures and downloads…"), viewer, instance_table(scene),
+                None, gr.update(maximum=max(scene.num_views, 2), value=1, interactive=scene.num_views > 1,
+                                visible=scene.num_views > 1),
+                "", gr.update(choices=[(ALL_FRAMES, ALL_FRAMES), *frames], value=ALL_FRAMES),
+                "", "", None, gr.update(value=None, visible=False), session)
+
+    @user_errors
+    def show_pictures(self, session: Session | None):
+        """Right after the 3D view: the views with their instances, the depth maps and their colour scale,
+        and the view to click on (the 3D view is drawn meanwhile)."""
+        if session is None or session.scene is None or not session.downloads_pending:
+            return (gr.skip(),) * 4
+        start = time.perf_counter()
+        overlays, depths = self._pictures(session)
+        session.timings["pictures"] = time.perf_counter() - start
+        return overlays, depths, depth_scale(session.scene), overlays[0][0]
+
+    @user_errors
+    def recluster(self, clustering, merge_percent, color_mode, conf_percentile, show_cameras, drop_background,
+                  geometry, frame, show_structure, filters, session: Session | None, progress=gr.Progress()):
+        """The current scene clustered again with another granularity or merge size (the model is not run)."""
+        if session is None or session.scene is None:
+            return (gr.skip(),) * 12
+        clustering = _checked_clustering(clustering)
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        progress(0.0, desc="Clustering instances")
+        start = time.perf_counter()
+        session.new_scene(_clustered(session.scene.with_instances(None), clustering, merge_percent))
+        session.clustering = _clustering_note(clustering, merge_percent)
+        session.timings = {"clustering": time.perf_counter() - start}
+        viewer, overlays, _, table = self._render_all(session, display)
+        return (self._status(session, "preparing the downloads…"), viewer, overlays, table, None, overlays[0][0], "",
+                gr.update(value=1), "", "", None, session)  # the answer named instances that are gone
 
     @user_errors
     def write_downloads(self, session: Session | None):
@@ -268,11 +350,13 @@ class Handlers:
 
     @functools.wraps(reconstruct)  # the same parameters: the API documents them from this signature
     def reconstruct_for_api(self, *args, **kwargs):
-        # `reconstruct` with the downloads written before returning: API clients get every file in one call.
-        *outputs, session = self.reconstruct(*args, **kwargs)
+        # `reconstruct`, then the pictures and the downloads: API clients get everything in one call.
+        _, viewer, table, _, view_number, selection, frame, answer, trace, answer_views, view_files, session = \
+            self.reconstruct(*args, **kwargs)
+        overlays, depths, scale, click_view = self.show_pictures(session)
         files, status = self.write_downloads(session)
-        outputs[0], outputs[5] = status, files
-        return (*outputs, session)
+        return (status, viewer, overlays, depths, table, files, view_number, click_view, selection, frame, scale,
+                answer, trace, answer_views, view_files, session)
 
     def _status(self, session: Session, downloads: str) -> str:
         scene = session.scene
@@ -282,24 +366,31 @@ class Handlers:
         views = f"{scene.num_views} view" + ("s" if scene.num_views > 1 else "")
         structure = (f" ({sum(i.structure for i in scene.instances.info)} of them structure: floor, walls, planes)"
                      if scene.instances is not None else "")
-        return (f"Done: **{views}** at {scene.image_size[1]}x{scene.image_size[0]} px, {found}{structure}. "
-                f"Time: {stages}. Model: {self.models.info.title}. Downloads: {downloads}")
+        return (f"Done: **{views}** at {scene.image_size[1]}x{scene.image_size[0]} px, {found}{structure}; "
+                f"{session.clustering}. Time: {stages}. Model: {self.models.info.title}. Downloads: {downloads}")
 
     @staticmethod
     def _viewer(session: Session, display: Display) -> dict:
-        """What the 3D view draws (`demo.viewer3d`)."""
+        """What the 3D view draws (`demo.viewer3d`); the session keeps which instance each point is."""
         options = display.options(session.scene, session.highlighted)
-        return viewer_value(session.scene, options, display.show_cameras, session.highlighted)
+        value, session.viewer_instances = viewer_value(session.scene, options, display.show_cameras,
+                                                       session.highlighted)
+        return value
 
     def _render_all(self, session: Session, display: Display):
         """The 3D view, the overlay and depth galleries and the instance table for the current state."""
+        overlays, depths = self._pictures(session)
+        return self._viewer(session, display), overlays, depths, instance_table(session.scene, session.highlighted)
+
+    def _pictures(self, session: Session) -> tuple[list, list]:
+        """The overlay and depth galleries: (picture, "N: name") per view."""
         scene = session.scene
         names = scene.view_names or [f"view {i + 1}" for i in range(scene.num_views)]
         overlays = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
                     enumerate(zip(self._view_pictures(session), names))]
         depths = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
                   enumerate(zip(depth_pictures(scene), names))]
-        return self._viewer(session, display), overlays, depths, instance_table(scene, session.highlighted)
+        return overlays, depths
 
     @staticmethod
     def _view_pictures(session: Session, views: list[int] | None = None) -> list[np.ndarray]:
@@ -353,25 +444,70 @@ class Handlers:
     def click(self, view_number, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
               show_structure, filters, session: Session | None, evt: gr.SelectData):
         """A click on a view selects the instance under the pointer in every view and in 3D."""
-        session = _need_scene(session)
-        scene = session.scene
-        if scene.instances is None:
-            raise gr.Error("This scene has no instances (clustering was off).")
+        session = _with_instances(session)
         view = self._view_index(session, view_number)
-        labels = upsample_labels(scene, view, photo_at(session.photos[view], GALLERY_SIDE).size[::-1])
+        labels = upsample_labels(session.scene, view, photo_at(session.photos[view], GALLERY_SIDE).size[::-1])
         x, y = (int(v) for v in evt.index)
         label = int(labels[np.clip(y, 0, labels.shape[0] - 1), np.clip(x, 0, labels.shape[1] - 1)])
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        return self._select(session, label, display, view, "That pixel belongs to no instance")
+
+    @user_errors
+    def click_3d(self, view_number, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                 show_structure, filters, session: Session | None, evt: gr.SelectData):
+        """A click on a point of the 3D view selects its instance (``evt.index``: the point, -1 for none)."""
+        session = _with_instances(session)
+        index = int(evt.index if evt.index is not None else -1)
+        shown = session.viewer_instances
+        label = int(shown[index]) if 0 <= index < len(shown) else -1
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        return self._select(session, label, display, self._view_index(session, view_number),
+                            "No point of an instance there")
+
+    @user_errors
+    def clear_selection(self, view_number, color_mode, conf_percentile, show_cameras, drop_background, geometry,
+                        frame, show_structure, filters, session: Session | None):
+        """Nothing selected: every instance in its colour again."""
+        if session is None or session.scene is None:
+            return (gr.skip(),) * 6
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        return self._select(session, -1, display, self._view_index(session, view_number), "Nothing selected")
+
+    def _select(self, session: Session, label: int, display: Display, view: int, nothing: str):
+        """Select instance ``label`` (-1: none) everywhere; the selection line, 3D view, pictures and table."""
+        scene = session.scene
         session.highlighted = [label] if label >= 0 else []
         if label >= 0:
             info = scene.instances.info[label]
             message = (f"Selected instance **{label}**" + (f" ({info.name})" if info.name else "")
+                       + (" (structure)" if info.structure else "")
                        + f", seen in {len(info.views)} of {scene.num_views} views.")
         else:
-            message = "That pixel belongs to no instance: selection cleared."
-        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
-                                       show_structure, filters)
+            message = f"{nothing}: selection cleared."
         viewer, overlays, _, table = self._render_all(session, display)
         return message, viewer, overlays, table, self._view_picture(session, view), session
+
+    @staticmethod
+    def pick_view(evt: gr.SelectData):
+        """A click on a view's thumbnail makes it the view to click on."""
+        return int(evt.index) + 1
+
+    # -- what you see, as files ----------------------------------------------------------------
+    @user_errors
+    def export_view(self, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                    show_structure, filters, session: Session | None):
+        """The 3D view as it is now (filters, frame, colours, selection) as a GLB and a PLY."""
+        session = _need_scene(session)
+        display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
+                                       show_structure, filters)
+        options = display.options(session.scene, session.highlighted)
+        out = session.output_dir("view")
+        glb = out / "view.glb"
+        glb_scene(session.scene, options, display.show_cameras).export(glb, file_type="glb")
+        return gr.update(value=[str(glb), str(write_ply(session.scene, out / "view.ply", options))], visible=True)
 
     # -- questions -----------------------------------------------------------------------
     @user_errors
@@ -393,8 +529,8 @@ class Handlers:
                                     model=(model_name or "").strip() or None, api_key=(api_key or "").strip() or None)
         result = answer(session.scene, question, backend, mode=mode,
                         progress=lambda f, msg: progress(0.05 + 0.9 * f, desc=f"Grounding: {msg}"))
-        if any(step.kind == "naming" and not step.detail.get("notes") for step in result.trace):
-            session.scene = result.scene  # the agent named every instance: show the names in the table
+        if any(step.kind == "naming" for step in result.trace):
+            session.scene = result.scene  # the names the agent found (notes say which it did not): in the table
         session.highlighted = list(result.instance_ids)
         viewer, overlays, _, table = self._render_all(session, display)
         return (answer_markdown(result, backend.name), viewer, overlays, table, trace_markdown(result),

@@ -59,15 +59,42 @@ def photo_at(photo: Image.Image, side: int) -> Image.Image:
     return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
 
 
-def depth_pictures(scene: Scene) -> list[np.ndarray]:
-    """Depth maps coloured with turbo, stretched between the 2nd and 98th percentile of all views."""
-    depth = scene.depth
-    valid = np.isfinite(depth) & (depth > 0)
+DEPTH_COLORMAP = "turbo"
+DEPTH_PERCENTILES = (2, 98)
+
+
+def depth_range(scene: Scene) -> tuple[float, float] | None:
+    """The depths the colours stretch between: the 2nd and 98th percentile of all views (None: no depth)."""
+    valid = np.isfinite(scene.depth) & (scene.depth > 0)
     if not valid.any():
-        return [np.zeros((*depth.shape[1:], 3), np.uint8) for _ in depth]
-    lo, hi = np.percentile(depth[valid], [2, 98])
-    scaled = np.clip((depth - lo) / max(hi - lo, 1e-6), 0, 1)
-    return [(colormaps["turbo"](1.0 - d)[..., :3] * 255).astype(np.uint8) for d in scaled]
+        return None
+    lo, hi = np.percentile(scene.depth[valid], DEPTH_PERCENTILES)
+    return float(lo), float(max(hi, lo + 1e-6))
+
+
+def depth_pictures(scene: Scene) -> list[np.ndarray]:
+    """Depth maps coloured with turbo (near red, far blue) over `depth_range`."""
+    limits = depth_range(scene)
+    if limits is None:
+        return [np.zeros((*scene.depth.shape[1:], 3), np.uint8) for _ in scene.depth]
+    lo, hi = limits
+    scaled = np.clip((scene.depth - lo) / (hi - lo), 0, 1)
+    return [(colormaps[DEPTH_COLORMAP](1.0 - d)[..., :3] * 255).astype(np.uint8) for d in scaled]
+
+
+def depth_scale(scene: Scene) -> str:
+    """The colour scale of `depth_pictures` as an HTML bar, labelled with its depths (model units)."""
+    limits = depth_range(scene)
+    if limits is None:
+        return "<p>No valid depth.</p>"
+    stops = ", ".join("#%02x%02x%02x" % tuple(int(255 * c) for c in colormaps[DEPTH_COLORMAP](1.0 - t)[:3])
+                      for t in np.linspace(0, 1, 9))
+    return (f"<div class='depth-scale' style='display:flex;align-items:center;gap:8px;font-size:0.85em'>"
+            f"<span>near {limits[0]:.2f}</span>"
+            f"<span style='flex:1;height:14px;border-radius:3px;background:linear-gradient(to right, {stops})'>"
+            f"</span><span>far {limits[1]:.2f}</span>"
+            f"<span style='opacity:0.7'>(depth in {html.escape(scene.units)}, from camera; the ends are the "
+            f"{DEPTH_PERCENTILES[0]} % and {DEPTH_PERCENTILES[1]} % points of all views)</span></div>")
 
 
 STRUCTURE_TAG = " <small title='floor, wall or another large plane (iggt.structure)'>structure</small>"
@@ -79,6 +106,7 @@ def instance_table(scene: Scene, highlight: list[int] | None = None) -> str:
         return "<p>No instances found.</p>"
     chosen = set(highlight or [])
     named = any(info.name for info in scene.instances.info)  # names come from an agent question
+    labelled = any(info.label for info in scene.instances.info)  # labels from Label all (demo/find.py)
     rows = []
     for info in scene.instances.info:
         swatch = "#%02x%02x%02x" % tuple(info.color)
@@ -86,13 +114,14 @@ def instance_table(scene: Scene, highlight: list[int] | None = None) -> str:
         size = " × ".join(f"{s:.2f}" for s in info.size)
         style = ' style="font-weight:bold;background:#fff3c4"' if info.id in chosen else ""
         name = f"<td>{html.escape(info.name or '')}</td>" if named else ""
+        name += f"<td class='instance-label'>{html.escape(info.label or '')}</td>" if labelled else ""
         rows.append(
             f"<tr{style}><td><span style='display:inline-block;width:1.2em;height:1.2em;"
             f"background:{swatch};border:1px solid #555'></span>{STRUCTURE_TAG if info.structure else ''}</td>"
             f"<td>{info.id}</td>"
             f"{name}<td>{views}</td><td>{info.pixel_count}</td><td>{size}</td></tr>")
-    header = ("<tr><th></th><th>id</th>" + ("<th>name</th>" if named else "")
-              + "<th>views</th><th>pixels</th><th>size</th></tr>")
+    header = ("<tr><th></th><th>id</th>" + ("<th>name</th>" if named else "") + ("<th>label</th>" if labelled else "")
+              + f"<th>views</th><th>pixels</th><th>size ({html.escape(scene.units)})</th></tr>")
     return (f"<div style='max-height:460px;overflow:auto;max-width:100%'>"
             f"<table class='instance-table' style='font-size:0.85em;width:100%;table-layout:auto'>"
             f"{header}{''.join(rows)}</table></div>")

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from demo.loading_page import loading_note
 from grounding.vlm import VLM, make_backend
 from grounding.vlm.openai_backend import API_KEY_ENV, VLMUnavailable, served_models
 from iggt.checkpoints import OFFICIAL_REPO_ID as OFFICIAL_REPO, CheckpointError, hub_offline
 from iggt.errors import IGGTError
+from iggt.instances import RELEASE_PRESET, SHIPPED_MODEL_PRESET
 from iggt.model.iggt import IGGT
 from iggt.progress import Progress
 from iggt.reconstruct import DEFAULT_CHECKPOINT as SHIPPED_MODEL, Reconstructor, describe_model, parameter_millions
@@ -43,9 +45,9 @@ class ModelInfo:
 
     title: str
     note: str
-    clustering: str = "medium"
-    """Default clustering preset: "medium", the one the released demo runs; the shipped model
-    names its own (`describe`), chosen on the held-out scenes (see its model card)."""
+    clustering: str = RELEASE_PRESET
+    """Default clustering preset: the one the released demo runs; the shipped model names its
+    own (`describe`), the best on the benchmark (docs/clustering.md)."""
 
     def banner(self) -> str:
         return f"**Model:** {self.title}. {self.note}"
@@ -68,18 +70,24 @@ def describe(spec: str, model: IGGT) -> ModelInfo:
             f"IGGT-small ({parameter_millions(model):.1f} M parameters), trained on synthetic scenes only",
             "It works on scenes like the bundled synthetic examples; on real photos its depth and "
             "instances are rough. Start the app with IGGT_CHECKPOINT, or on a GPU machine with internet "
-            "access, for the paper's 1B model.", clustering="small")
+            "access, for the paper's 1B model.", clustering=SHIPPED_MODEL_PRESET)
     if spec == OFFICIAL_REPO:
         return ModelInfo("IGGT-1B, official weights",
-                         "The paper's model, fetched from the Hugging Face Hub.")
+                         f"The paper's model, fetched from the Hugging Face Hub{_hub_file_note(model)}.")
     if getattr(model, "load_report", None) is None:
         return ModelInfo(f"{describe_model(model)} with RANDOM weights",
                          "No checkpoint was loaded: results are meaningless (for testing the app only).")
-    note = "Checkpoint chosen with --checkpoint / IGGT_CHECKPOINT."
+    note = f"Checkpoint chosen with --checkpoint / IGGT_CHECKPOINT{_hub_file_note(model)}."
     differences = model.load_report.warnings()
     if differences:  # loaded as the release loads it, but the user should know what differed
         note += f" Loaded with {len(differences)} harmless differences from the model: " + _first(differences)
     return ModelInfo(f"{describe_model(model)} from {Path(spec).name or spec}", note)
+
+
+def _hub_file_note(model: IGGT) -> str:
+    """Which file of a Hub repository was loaded and why (`iggt.checkpoints.checkpoint_file_in_repo`); empty otherwise."""
+    hub_file = getattr(model.load_report, "hub_file", None)
+    return f" (file {hub_file.filename}: {hub_file.reason})" if hub_file else ""
 
 
 def _first(lines: list[str], count: int = 3) -> str:
@@ -160,6 +168,10 @@ class ModelService:
             return [self._requested]
         official = [OFFICIAL_REPO] if _wants_official_weights() else []
         return [*official, str(SHIPPED_MODEL)]
+
+    def loading_note(self) -> str:
+        """What `load` is about to load, in words, for the page shown meanwhile (`demo.loading_page`)."""
+        return loading_note(self._candidates())
 
     def load(self) -> Reconstructor:
         """The shared `Reconstructor`, loading the model on first use; RuntimeError when none loads."""

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from iggt.scene import Scene
@@ -40,11 +41,17 @@ class Session:
     """The input pictures (long side at most `PHOTO_SIDE`), to draw masks at the photos' resolution."""
     downloads_pending: bool = False
     """The scene is shown but its download files are not written yet."""
+    clustering: str = ""
+    """How the scene's instances were made, for the status line."""
+    viewer_instances: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    """The instance id of each point the 3D view shows, in its order (a click there sends the point's index)."""
 
-    def new_scene(self, scene: Scene, photos: list[Image.Image]) -> None:
+    def new_scene(self, scene: Scene, photos: list[Image.Image] | None = None) -> None:
+        """Show ``scene`` (clustered again when ``photos`` is None: the photos stay), nothing selected."""
         self.scene = scene
         self.highlighted = []
-        self.photos = [_shrunk(photo) for photo in photos]
+        if photos is not None:
+            self.photos = [_shrunk(photo) for photo in photos]
         self.downloads_pending = True
 
     def output_dir(self, name: str) -> Path:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.handlers import (ALL_FRAMES, CLUSTERING_CHOICES, COLOR_MODES, FILTERS, GEOMETRIES, Display, Handlers, Limits,
-                           shown_in)
+from demo.handlers import (ALL_FRAMES, CLUSTERING_CHOICES, CLUSTERING_HELP, COLOR_MODES, DEFAULT_MERGE_PERCENT, FILTERS,
+                           GEOMETRIES, MERGE_HELP, Display, Handlers, Limits, shown_in)
 from demo.services import BACKEND_CHOICES, REPO_ROOT, ModelService
+from demo.find import find_tab, wire_find
+from demo.scale import scale_tab, wire_scale
 from demo.session import close_session
 from demo.viewer3d import viewer_component
 from grounding.agent import MODES
@@ -28,8 +30,15 @@ SESSION_TTL_S = 3 * 3600
 """A session's scene and files are dropped this long after its last change (or an hour after the tab closes)."""
 
 INTRO = """# IGGT: photos → 3D scene with consistent instances → answers
-Upload several photos of one scene (or a video), reconstruct it, look at it in 3D with every object
-as one instance across all views, click an object to select it, and ask questions in plain language."""
+Upload several photos of one scene (or a video), or click an example; look at it in 3D with every object
+as one instance across all views, click an object (in 3D or in a view) to select it, and ask questions."""
+
+PAGE_CSS = """
+#downloads .label-clear-button, #view-files .label-clear-button { display: none; }
+"""
+"""The page's own CSS (`app.py` passes it to ``launch``): read-only file lists offer no remove buttons."""
+TRANSLATIONS = gr.I18n(en={"common.upload": "Upload other photos (they replace these)"})
+"""A label Gradio's English texts lack (its file box showed "common.upload" as the upload button's tooltip)."""
 
 
 def bundled_examples(root: Path = EXAMPLES_DIR) -> dict[str, list[Path]]:
@@ -49,6 +58,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
 
     with gr.Blocks(title="IGGT", delete_cache=(1800, SESSION_TTL_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
+        uploaded = gr.State([])  # the files of the last upload, so that the next one replaces them
         gr.Markdown(INTRO)
         gr.Markdown(models.info.banner(), elem_id="model-banner")
 
@@ -56,28 +66,41 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 files = gr.File(label=f"Photos (JPEG, PNG, HEIC, WebP, ...; up to {limits.max_views})",
                                 file_count="multiple", file_types=[*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS],
-                                height=160, elem_id="upload")
+                                height=140, elem_id="upload")
+                with gr.Row():
+                    run = gr.Button("Reconstruct", variant="primary", scale=3, elem_id="reconstruct")
+                    clear_inputs = gr.Button("Clear", scale=1, min_width=60, elem_id="clear-inputs")
+                status = gr.Markdown(label="Status", elem_id="status")
                 previews = gr.Gallery(label="Photos to reconstruct", visible=False, columns=2, height=240,
                                       object_fit="contain", fit_columns=False, elem_id="inputs-preview")
                 unusable = gr.Markdown(elem_id="inputs-note")
-                video = gr.Video(label="...or a video", sources=["upload"], height=160, elem_id="video")
-                video_frames = gr.Slider(2, limits.max_video_frames, value=min(12, limits.max_video_frames), step=1,
-                                         label="Frames sampled from the video")
-                example = gr.Dropdown(["", *examples], value="", label="...or an example scene", elem_id="example")
+                example_thumbnails = gr.Gallery(handlers.example_thumbnails(), label="...or click an example",
+                                                columns=3, height=150, object_fit="cover", allow_preview=False,
+                                                buttons=[], elem_id="examples")
+                example = gr.Textbox("", visible=False, label="Example scene")  # set by a thumbnail; API input
                 clustering = gr.Radio(list(CLUSTERING_CHOICES), value=models.info.clustering,
-                                      label="Instance granularity (clustering preset)")
+                                      label="Instance granularity (clustering preset)", info=CLUSTERING_HELP,
+                                      elem_id="clustering")
+                merge = gr.Slider(0, 5, value=DEFAULT_MERGE_PERCENT, step=0.1, label="Merge small pieces (% of "
+                                  "the scene)", info=MERGE_HELP, elem_id="merge")
                 sizes = models.size_choices()
                 input_size = gr.Radio(list(sizes.items()), value=models.load().size,
                                       label="Input size (long side of what the model sees)",
                                       info="Larger: finer depth and masks, slower (the status shows the "
                                            "model's time); masks are always shown at the photos' resolution.",
                                       elem_id="input-size")
-                run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
-                status = gr.Markdown(label="Status", elem_id="status")
+                video = gr.Video(label="...or a video", sources=["upload"], height=140, elem_id="video")
+                video_frames = gr.Slider(2, limits.max_video_frames, value=min(12, limits.max_video_frames), step=1,
+                                         label="Frames sampled from the video", visible=False, elem_id="video-frames")
                 downloads = gr.File(label="Downloads: GLB, PLY, masks, COLMAP model, scene file",
                                     file_count="multiple", interactive=False, elem_id="downloads")
             with gr.Column(scale=3):
                 viewer = viewer_component(elem_id="viewer")
+                with gr.Row():
+                    export_view = gr.Button("Download what I see (GLB + PLY)", size="sm", elem_id="export-view")
+                    clear_selection = gr.Button("Clear selection", size="sm", elem_id="clear-selection")
+                view_files = gr.File(label="What you see: the current filters, frame, colours and selection",
+                                     file_count="multiple", interactive=False, visible=False, elem_id="view-files")
                 with gr.Row():
                     color_mode = gr.Radio(list(COLOR_MODES), value=defaults.color_mode, label="Colours",
                                           elem_id="color-mode")
@@ -99,7 +122,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                 with gr.Tab("Views and instances"):
                     with gr.Row():
                         with gr.Column(scale=1):
-                            view_number = gr.Slider(1, 2, value=1, step=1, interactive=False,
+                            view_number = gr.Slider(1, 2, value=1, step=1, interactive=False, visible=False,
                                                     label="View (click a pixel to select its instance)",
                                                     elem_id="view-number")
                             click_view = gr.Image(label="Click an object", interactive=False, buttons=[],
@@ -108,9 +131,11 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                         with gr.Column(scale=1):
                             instance_list = gr.HTML(label="Instances", elem_id="instances")
                     # JPEG: about 1 ms a picture where WebP (the default) takes 50 ms, a second for 20 views
-                    overlays = gr.Gallery(label="Instances in every view", columns=6, height=220, object_fit="contain",
-                                          fit_columns=False, format="jpeg", elem_id="overlays")
+                    overlays = gr.Gallery(label="Instances in every view (click one to make it the view above)",
+                                          columns=6, height=220, object_fit="contain", fit_columns=False,
+                                          format="jpeg", allow_preview=False, elem_id="overlays")
                 with gr.Tab("Depth"):
+                    depth_scale = gr.HTML(elem_id="depth-scale")
                     depths = gr.Gallery(label="Depth maps", columns=6, height=220, object_fit="contain",
                                         fit_columns=False, format="jpeg", elem_id="depths")
                 with gr.Tab("Ask"):
@@ -134,38 +159,79 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                         answer_views = gr.Gallery(label="The answer, highlighted", columns=2, height=320,
                                                   object_fit="contain", elem_id="answer-views")
                     trace = gr.Markdown(label="Trace", elem_id="trace")
+                with gr.Tab("Find", elem_id="find-tab"):  # demo/find.py: text search and labels, no VLM
+                    find_widgets = find_tab()
+                scale_widgets = scale_tab()  # demo/scale.py: two clicks and a length -> metres
 
         display = [color_mode, conf_percentile, show_cameras, drop_background, geometry, frame, show_structure, filters]
-        # One input at a time: a new upload or example replaces the others.
-        files.upload(lambda: (None, ""), None, [video, example], api_name=False, queue=False)
-        video.upload(lambda: (None, ""), None, [files, example], api_name=False, queue=False)
-        example.input(lambda: (None, None), None, [files, video], api_name=False, queue=False)
+
+        # -- inputs: one at a time (a new upload, video or example replaces the others) --------------
+        files.upload(handlers.new_upload, [files, uploaded], [files, uploaded], api_name=False, queue=False).then(
+            lambda: (None, "", gr.update(visible=False)), None, [video, example, video_frames], api_name=False,
+            queue=False)
+        video.upload(lambda: (None, [], "", gr.update(visible=True)), None, [files, uploaded, example, video_frames],
+                     api_name=False, queue=False)
+        video.clear(lambda: gr.update(visible=False), None, video_frames, api_name=False, queue=False)
+        clear_inputs.click(lambda: (None, [], None, "", gr.update(visible=False)), None,
+                           [files, uploaded, video, example, video_frames], api_name=False, queue=False)
         gr.on([files.change, example.change], handlers.preview, [files, example], [previews, unusable],
               api_name=False)
 
-        # The page shows a failure as a lasting message and keeps the earlier results; the API endpoints
-        # (the same handlers, no trigger on the page) raise it to the client instead.
-        inputs = [files, video, video_frames, example, clustering, *display, input_size, session]
-        outputs = [status, viewer, overlays, depths, instance_list, downloads, view_number, click_view, selection,
-                   frame, session]
-        # The result is shown first; the download files are written right after (`write_downloads`).
-        run.click(shown_in(0, len(outputs), "Could not reconstruct:")(handlers.reconstruct), inputs, outputs,
-                  api_name=False, concurrency_limit=2, concurrency_id="reconstruct").then(
-            handlers.write_downloads, session, [downloads, status], api_name=False)
-        gr.on([], handlers.reconstruct_for_api, inputs, outputs, api_name="reconstruct",
-              concurrency_id="reconstruct")
-        # Display changes re-render the 3D view only (the slider when let go, not at every step).
+        # -- reconstruction: the page shows a failure as a lasting message and keeps the earlier results;
+        # the API endpoint (the same handler, no trigger on the page) raises it to the client instead.
+        inputs = [files, video, video_frames, example, clustering, merge, *display, input_size, session]
+        # The 3D view and the table are shown first, the pictures right after (`show_pictures`), then the
+        # download files are written (`write_downloads`); the API endpoint returns everything at once.
+        shown_first = [status, viewer, instance_list, downloads, view_number, selection, frame, answer, trace,
+                       answer_views, view_files, session]
+        pictures = [overlays, depths, depth_scale, click_view]
+        reconstruct = shown_in(0, len(shown_first), "Could not reconstruct:")(handlers.reconstruct)
+
+        def then_pictures_and_downloads(event):
+            event.then(handlers.show_pictures, session, pictures, api_name=False).then(
+                handlers.write_downloads, session, [downloads, status], api_name=False)
+
+        then_pictures_and_downloads(run.click(reconstruct, inputs, shown_first, api_name=False, concurrency_limit=2,
+                                              concurrency_id="reconstruct"))
+        then_pictures_and_downloads(example_thumbnails.select(
+            handlers.pick_example, None, [example, files, video], api_name=False, queue=False).then(
+            reconstruct, inputs, shown_first, api_name=False, concurrency_id="reconstruct"))
+        gr.on([], handlers.reconstruct_for_api, inputs,
+              [status, viewer, overlays, depths, instance_list, downloads, view_number, click_view, selection, frame,
+               depth_scale, answer, trace, answer_views, view_files, session],
+              api_name="reconstruct", concurrency_id="reconstruct")
+        recluster_outputs = [status, viewer, overlays, instance_list, downloads, click_view, selection, view_number,
+                             answer, trace, answer_views, session]
+        gr.on([clustering.input, merge.release],
+              shown_in(0, len(recluster_outputs), "Could not cluster:")(handlers.recluster),
+              [clustering, merge, *display, session], recluster_outputs, api_name=False,
+              concurrency_id="reconstruct").then(handlers.write_downloads, session, [downloads, status],
+                                                 api_name=False)
+
+        # -- what the 3D view shows: display changes re-render it only (the slider when let go) ----------
         for trigger in (color_mode.input, geometry.input, frame.input, filters.input, show_cameras.input,
                         show_structure.input, drop_background.input, conf_percentile.release):
             trigger(handlers.rerender, [*display, session], viewer, api_name=False)
+        export_view.click(handlers.export_view, [*display, session], view_files, api_name=False)
+
+        # -- selection: a click on a view or on a point of the 3D view; a thumbnail picks the view ------
         view_number.change(handlers.show_view, [view_number, session], click_view, api_name=False)
+        overlays.select(handlers.pick_view, None, view_number, api_name=False, queue=False)
         click_outputs = [selection, viewer, overlays, instance_list, click_view, session]
-        click_view.select(shown_in(0, len(click_outputs), "Could not select:")(handlers.click),
-                          [view_number, *display, session], click_outputs, api_name=False)
+        selecting = [view_number, *display, session]
+        click_view.select(shown_in(0, len(click_outputs), "Could not select:")(handlers.click), selecting,
+                          click_outputs, api_name=False)
+        viewer.select(shown_in(0, len(click_outputs), "Could not select:")(handlers.click_3d), selecting,
+                      click_outputs, api_name=False)
+        clear_selection.click(handlers.clear_selection, selecting, click_outputs, api_name=False)
+
+        # -- questions -----------------------------------------------------------------------------------
         ask_inputs = [question, backend, base_url, model_name, api_key, mode, *display, session]
         ask_outputs = [answer, viewer, overlays, instance_list, trace, answer_views, session]
         gr.on([ask.click, question.submit], shown_in(0, len(ask_outputs), "No answer:")(handlers.ask), ask_inputs,
               ask_outputs, api_name=False, concurrency_limit=4, concurrency_id="ask").success(
             handlers.show_view, [view_number, session], click_view, api_name=False)
         gr.on([], handlers.ask, ask_inputs, ask_outputs, api_name="ask", concurrency_id="ask")
+        wire_find(find_widgets, handlers, display, session, viewer, overlays, instance_list, downloads, status)
+        wire_scale(scale_widgets, handlers, session, instance_list, depth_scale, downloads, status)
     return demo

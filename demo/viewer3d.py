@@ -3,8 +3,10 @@
 Why not `gr.Model3D`: it draws glTF points one pixel wide and starts far away and side-on.
 This viewer draws every point as a square sized to the patch of surface it stands for (so the
 cloud looks solid at any zoom), starts at the first camera's viewpoint looking at the scene,
-draws camera frustums and the box of the selected instance with lines a few pixels wide, and
-orbits (drag), pans (right or shift drag), zooms (wheel) and goes back to the start (double click).
+draws camera frustums (small and faint until the pointer is over the view, so they do not hide the
+scene) and the box of the selected instance with lines a few pixels wide, orbits (drag), pans
+(right or shift drag), zooms (wheel), goes back to the start (double click) and selects the
+instance under a click (the page's ``select`` event with the index of the point clicked).
 
 The scene travels inside the component's value (`viewer_value`): positions as float16 around
 their median, colours as uint8, sizes as uint8, all base64; about 1.3 MB for 100 000 points.
@@ -13,12 +15,14 @@ The world is the scene's (OpenCV, first camera = origin), so the start pose need
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import gradio as gr
 import numpy as np
 
-from iggt.export import PointCloudOptions, camera_color, select_points
+from iggt.export import PointCloud, PointCloudOptions, camera_color, select_points
 from iggt.geometry import invert_extrinsics
+from iggt.instances import BOX_PERCENTILES
 from iggt.scene import Scene
 
 MAX_POINTS = 150_000
@@ -27,12 +31,17 @@ POINT_FOOTPRINT = 1.3
 """A point is a disc this many times as wide as the spacing of its neighbours (no gaps between them)."""
 MAX_SPACING = 2.0
 """A point's disc is at most this many pixels' width (at its depth) across: wider gaps are edges."""
-FRUSTUM_SHARE = (0.02, 0.08)
-"""Frustum depth: 60 % of the typical distance between neighbouring cameras (so frustums do not pile
+FRUSTUM_SHARE = (0.01, 0.03)
+"""Frustum depth: 30 % of the typical distance between neighbouring cameras (so frustums do not pile
 up when the cameras stand close), kept within these shares of the median depth seen by camera 1."""
+FRUSTUM_OPACITY = 0.25
+"""Until the pointer is over the view, frustums are drawn this opaque (the scene shows through them):
+the other cameras stand in front of the first one's viewpoint and would hide what they look at."""
 START_PULL_BACK = 0.3
 """The start pose is the first camera moved back by this share of the median depth, so its frustum shows."""
 HIGHLIGHT_COLOR = (255, 210, 0)
+STRUCTURE_HIGHLIGHT = 0.5
+"""A selected structure instance (greyed in instance colours) is tinted this far towards `HIGHLIGHT_COLOR`."""
 MAX_BOX_SHARE = 0.4
 """The highlighted instance's box is drawn when its diagonal is at most this share of the scene's."""
 VIEWER_HEIGHT = 460
@@ -43,17 +52,26 @@ def _b64(array: np.ndarray) -> str:
 
 
 def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
-                 highlight: list[int] | None = None) -> dict:
-    """What the viewer draws for ``scene`` under ``options``: points, lines and the start camera."""
-    cloud = select_points(scene, options)
+                 highlight: list[int] | None = None) -> tuple[dict, np.ndarray]:
+    """What the viewer draws for ``scene`` under ``options`` (points, lines and the start camera), and
+    the instance id of each point drawn (BACKGROUND for none), to turn a click on a point into a selection.
+
+    A selected instance is drawn even when it is structure and structure is hidden."""
+    cloud = _shown_points(scene, options, highlight or [])
     keep = np.arange(len(cloud.points))
     if len(keep) > MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(keep), MAX_POINTS, replace=False))
-    points, view = cloud.points[keep].astype(np.float64), cloud.view[keep]
+    points, view, instance = cloud.points[keep].astype(np.float64), cloud.view[keep], cloud.instance[keep]
     row, col = cloud.pixel[keep].T
     size = _point_spacing(scene, options)[view, row, col] * POINT_FOOTPRINT
     size_max = float(size.max()) if len(size) else 1.0
-    emphasised = np.isin(cloud.instance[keep], highlight or [])
+    emphasised = np.isin(instance, highlight or [])
+    colors = cloud.colors[keep]
+    if scene.instances is not None and emphasised.any():
+        tinted = emphasised & np.isin(instance, [i for i in highlight if scene.instances.info[i].structure])
+        colors = colors.copy()
+        colors[tinted] = np.round((1 - STRUCTURE_HIGHLIGHT) * colors[tinted]
+                                  + STRUCTURE_HIGHLIGHT * np.array(HIGHLIGHT_COLOR))
     size_code = np.round(np.clip(size / max(size_max, 1e-12), 0, 1) * 127).astype(np.uint8)
     size_code |= emphasised.astype(np.uint8) << 7  # the top bit: drawn larger
 
@@ -63,30 +81,43 @@ def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
     lines = []
     if cameras:
         shortest, longest = (share * median_depth for share in FRUSTUM_SHARE)
-        lines += _frustum_lines(scene, float(np.clip(0.6 * _camera_spacing(scene), shortest, longest)))
+        lines += _frustum_lines(scene, float(np.clip(0.3 * _camera_spacing(scene), shortest, longest)))
+    camera_segments = len(lines)
     if len(points):
         low, high = np.percentile(points, [2, 98], axis=0)
         largest_box = MAX_BOX_SHARE * float(np.linalg.norm(high - low))
-        for instance_id in highlight or []:
-            if scene.instances is not None and 0 <= instance_id < scene.instances.count:
-                lines += _box_lines(scene.instances.info[instance_id], HIGHLIGHT_COLOR, largest_box)
+        for instance_id in highlight or []:  # the box of the points shown (depth or point map), not a stored one
+            lines += _box_lines(points[instance == instance_id], HIGHLIGHT_COLOR, largest_box)
     segments = np.array([segment for segment, _ in lines], np.float32).reshape(-1, 6)
-    colors = np.array([color for _, color in lines], np.uint8).reshape(-1, 3)
+    line_colors = np.array([color for _, color in lines], np.uint8).reshape(-1, 3)
     height, width = scene.image_size
-    return {
+    value = {
         "count": int(len(points)),
         "center": [float(v) for v in center],
         "positions": _b64((points - center).astype(np.float16)),
-        "colors": _b64(cloud.colors[keep]),
+        "colors": _b64(colors),
         "sizes": _b64(size_code),
         "size_max": size_max,
         "lines": _b64(segments),
-        "line_colors": _b64(colors),
+        "line_colors": _b64(line_colors),
+        "camera_segments": camera_segments,
         "target_depth": median_depth,
         "pull_back": START_PULL_BACK * median_depth,
         "fov_y": float(2 * np.degrees(np.arctan(height / 2 / scene.intrinsics[0, 1, 1]))),
         "aspect": width / height,
     }
+    return value, instance
+
+
+def _shown_points(scene: Scene, options: PointCloudOptions, highlight: list[int]) -> PointCloud:
+    """`select_points`, keeping the highlighted instances when structure is hidden."""
+    if not (options.drop_structure and highlight and scene.instances is not None):
+        return select_points(scene, options)
+    cloud = select_points(scene, replace(options, drop_structure=False))
+    structure = [info.id for info in scene.instances.info if info.structure and info.id not in highlight]
+    keep = ~np.isin(cloud.instance, structure)
+    return PointCloud(cloud.points[keep], cloud.colors[keep], cloud.instance[keep], cloud.view[keep],
+                      cloud.pixel[keep])
 
 
 def _point_spacing(scene: Scene, options: PointCloudOptions) -> np.ndarray:
@@ -137,11 +168,14 @@ def _frustum_lines(scene: Scene, depth: float) -> list[tuple[list[float], tuple[
     return lines
 
 
-def _box_lines(info, color, largest: float) -> list[tuple[list[float], tuple[int, int, int]]]:
-    """The twelve edges of an instance's 3D box; none when its diagonal exceeds ``largest`` (an instance
-    scattered over the scene is shown by its colour alone: a box around it would cross the view)."""
-    low, high = np.asarray(info.bbox_min, float), np.asarray(info.bbox_max, float)
-    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.linalg.norm(high - low) > largest:
+def _box_lines(points: np.ndarray, color, largest: float) -> list[tuple[list[float], tuple[int, int, int]]]:
+    """The twelve edges of the 3D box of an instance's ``points`` (2nd to 98th percentile, as its stored
+    box); none when its diagonal exceeds ``largest`` (an instance scattered over the scene is shown by
+    its colour alone: a box around it would cross the view)."""
+    if not len(points):
+        return []
+    low, high = np.percentile(points, BOX_PERCENTILES, axis=0)
+    if np.linalg.norm(high - low) > largest:
         return []
     corner = [np.where([i & 1, i & 2, i & 4], high, low) for i in range(8)]
     edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
@@ -152,7 +186,7 @@ def _box_lines(info, color, largest: float) -> list[tuple[list[float], tuple[int
 _TEMPLATE = """
 <div class="iggt-viewer">
   <canvas></canvas>
-  <div class="iggt-viewer-hint">drag: turn · right/shift drag: move · wheel: zoom · double click: back to camera 1
+  <div class="iggt-viewer-hint">click: select · drag: turn · right/shift drag: move · wheel: zoom · double click: back to camera 1
     · point size <input type="range" class="iggt-point-size" min="0.3" max="3" step="0.1" value="1"></div>
   <div class="iggt-viewer-empty">Reconstruct a scene to see it in 3D.</div>
 </div>
@@ -186,8 +220,8 @@ const POINT_FS = `#version 300 es
 precision mediump float; in vec3 v_color; out vec4 color;
 void main() { if (length(gl_PointCoord - 0.5) > 0.5) discard; color = vec4(v_color, 1.0); }`;
 const LINE_FS = `#version 300 es
-precision mediump float; in vec3 v_color; out vec4 color;
-void main() { color = vec4(v_color, 1.0); }`;
+precision mediump float; in vec3 v_color; uniform float u_opacity; out vec4 color;
+void main() { color = vec4(v_color, u_opacity); }`;
 const LINE_VS = `#version 300 es
 in vec3 a_pos; in vec3 a_other; in float a_side; in vec3 a_color;
 uniform mat4 u_view, u_proj; uniform vec2 u_viewport; uniform float u_width;
@@ -202,8 +236,11 @@ void main() {
 }`;
 
 let scenesDrawn = 0;
+const FRUSTUM_OPACITY = __FRUSTUM_OPACITY__;
+const DOUBLE_CLICK_MS = 300;
 function decode(b64, Type) {
-  const bytes = Uint8Array.from(atob(b64 || ""), c => c.charCodeAt(0));
+  const text = atob(b64 || ""), bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);  // 10x faster than Array.from's callback
   return new Type(bytes.buffer, 0, bytes.byteLength / Type.BYTES_PER_ELEMENT);
 }
 function program(gl, vs, fs) {
@@ -224,6 +261,33 @@ function attribute(gl, prog, name, data, size, type, normalized) {
 function perspective(fovy, aspect, near, far) {
   const f = 1 / Math.tan(fovy / 2), nf = 1 / (near - far);
   return [f / aspect,0,0,0, 0,f,0,0, 0,0,(far + near) * nf,-1, 0,0,2 * far * near * nf,0];
+}
+function halfToFloat(h) {
+  const sign = h & 0x8000 ? -1 : 1, exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}
+function multiply(m, v) {  // column-major 4x4 matrix times (x, y, z, 1)
+  return [0, 1, 2, 3].map(r => m[r] * v[0] + m[4 + r] * v[1] + m[8 + r] * v[2] + m[12 + r]);
+}
+function pickPoint(canvas, x, y) {
+  // the index of the nearest point drawn within a few pixels of (x, y), CSS pixels from the top left; -1: none
+  const scene = canvas._scene, s = canvas._state;
+  if (!canvas._points) {
+    const half = decode(scene.positions, Uint16Array);
+    canvas._points = Float32Array.from(half, (h, i) => halfToFloat(h) + scene.center[i % 3]);
+  }
+  const points = canvas._points, w = canvas.clientWidth, h = canvas.clientHeight, reach = 6;
+  let best = -1, bestDepth = Infinity;
+  for (let i = 0; i < scene.count; i++) {
+    const eye = multiply(s.view, [points[3 * i], points[3 * i + 1], points[3 * i + 2]]);
+    if (eye[2] >= 0 || -eye[2] >= bestDepth) continue;
+    const clip = multiply(s.proj, eye);
+    const sx = (clip[0] / clip[3] * 0.5 + 0.5) * w, sy = (0.5 - clip[1] / clip[3] * 0.5) * h;
+    if ((sx - x) ** 2 + (sy - y) ** 2 <= reach * reach) { best = i; bestDepth = -eye[2]; }
+  }
+  return best;
 }
 function lookAt(eye, target, up) {
   const sub = (a, b) => a.map((v, i) => v - b[i]);
@@ -282,7 +346,7 @@ function setup(root, scene) {
   const reset = () => Object.assign(state, {target: [0, 0, scene.target_depth], yaw: 0, pitch: 0,
                                             distance: scene.target_depth + scene.pull_back});
   if (!keepPose) reset();
-  canvas._scene = scene; canvas._state = state;
+  canvas._scene = scene; canvas._state = state; canvas._points = null;
   const slider = root.querySelector(".iggt-point-size");
 
   function draw() {
@@ -299,7 +363,7 @@ function setup(root, scene) {
     let fovy = scene.fov_y * Math.PI / 180; const aspect = w / h;
     if (aspect < scene.aspect) fovy = 2 * Math.atan(Math.tan(fovy / 2) * scene.aspect / aspect);
     const near = scene.target_depth * 0.01, far = scene.target_depth * 200;
-    const proj = perspective(fovy, aspect, near, far);
+    const proj = perspective(fovy, aspect, near, far); state.proj = proj;
     const pixels = h / (2 * Math.tan(fovy / 2));
     let p = progs.points; gl.useProgram(p);
     gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_view"), false, view);
@@ -314,7 +378,12 @@ function setup(root, scene) {
     gl.uniformMatrix4fv(gl.getUniformLocation(p, "u_proj"), false, proj);
     gl.uniform2f(gl.getUniformLocation(p, "u_viewport"), w / 2, h / 2);
     gl.uniform1f(gl.getUniformLocation(p, "u_width"), 2.0 * dpr);
-    gl.bindVertexArray(lineVao); gl.drawArrays(gl.TRIANGLES, 0, n * 6);
+    gl.bindVertexArray(lineVao);
+    const cameras = scene.camera_segments || 0, opacity = gl.getUniformLocation(p, "u_opacity");
+    gl.enable(gl.BLEND); gl.blendFuncSeparate(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ZERO, gl.ONE);
+    gl.uniform1f(opacity, canvas._hover ? 1.0 : FRUSTUM_OPACITY); gl.drawArrays(gl.TRIANGLES, 0, cameras * 6);
+    gl.disable(gl.BLEND);
+    gl.uniform1f(opacity, 1.0); gl.drawArrays(gl.TRIANGLES, cameras * 6, (n - cameras) * 6);
     gl.bindVertexArray(null);
   }
   canvas._draw = draw;
@@ -323,12 +392,26 @@ function setup(root, scene) {
     let drag = null;
     canvas.addEventListener("contextmenu", e => e.preventDefault());
     canvas.addEventListener("pointerdown", e => {
-      drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey}; canvas.setPointerCapture(e.pointerId);
+      drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey, moved: 0};
+      canvas.setPointerCapture(e.pointerId);
     });
-    canvas.addEventListener("pointerup", () => { drag = null; });
+    let pending = null;  // a click selects once it is clear that it is not the first half of a double click
+    canvas.addEventListener("pointerup", e => {  // a click, not a drag: select what is under the pointer
+      if (drag && !drag.pan && drag.moved < 4 && e.button === 0) {
+        const rect = canvas.getBoundingClientRect(), x = e.clientX - rect.left, y = e.clientY - rect.top;
+        clearTimeout(pending);
+        pending = setTimeout(() => {
+          const index = pickPoint(canvas, x, y);
+          trigger("select", {index: index, value: index});
+        }, DOUBLE_CLICK_MS);
+      }
+      drag = null;
+    });
+    for (const [name, hover] of [["pointerenter", true], ["pointerleave", false]])
+      canvas.addEventListener(name, () => { canvas._hover = hover; canvas._draw && canvas._draw(); });
     canvas.addEventListener("pointermove", e => {
       if (!drag) return; const s = canvas._state, dx = e.clientX - drag.x, dy = e.clientY - drag.y;
-      drag.x = e.clientX; drag.y = e.clientY;
+      drag.x = e.clientX; drag.y = e.clientY; drag.moved += Math.abs(dx) + Math.abs(dy);
       if (drag.pan) {  // move the target along the screen's right and up axes (rows of the view matrix)
         const k = s.distance / canvas.clientHeight, v = s.view;
         s.target = s.target.map((t, i) => t - k * dx * v[i * 4] + k * dy * v[i * 4 + 1]);
@@ -338,7 +421,7 @@ function setup(root, scene) {
     canvas.addEventListener("wheel", e => {
       e.preventDefault(); canvas._state.distance *= Math.exp(e.deltaY * 0.001); canvas._draw();
     }, {passive: false});
-    canvas.addEventListener("dblclick", () => { canvas._reset(); canvas._draw(); });
+    canvas.addEventListener("dblclick", () => { clearTimeout(pending); canvas._reset(); canvas._draw(); });
     root.querySelector(".iggt-point-size").addEventListener("input", () => canvas._draw());
     new ResizeObserver(() => canvas._draw && canvas._draw()).observe(canvas);
   }
@@ -358,4 +441,5 @@ watch("value", () => setup(element.querySelector(".iggt-viewer"), props.value));
 
 def viewer_component(**kwargs) -> gr.HTML:
     """The empty viewer; handlers fill it with `viewer_value`."""
-    return gr.HTML(None, html_template=_TEMPLATE, css_template=_CSS, js_on_load=_SCRIPT, **kwargs)
+    script = _SCRIPT.replace("__FRUSTUM_OPACITY__", str(FRUSTUM_OPACITY))
+    return gr.HTML(None, html_template=_TEMPLATE, css_template=_CSS, js_on_load=script, **kwargs)

@@ -3,11 +3,18 @@
 * ``verify`` (the IGGT paper's method): every instance is highlighted and the VLM is asked
   "Is the highlighted object <target>?"; the instances answered yes are returned, ranked by
   P(yes).
-* ``agent``: the VLM plans in a strict JSON action format (`agent_system_prompt`) and calls
-  tools: the instance list, looking at highlights, yes/no checks, and spatial relations,
-  orders and distances computed from the 3D reconstruction (`grounding.spatial`). Invalid
-  actions cost a step and are recorded; after `AgentConfig.max_invalid` invalid replies in a
-  row, or when the step budget is spent, the agent falls back to ``verify``.
+* ``agent``: the VLM plans and calls tools: the instance list, looking at highlights, yes/no
+  checks, and spatial relations, orders and distances computed from the 3D reconstruction
+  (`grounding.spatial`). Actions travel as tool calls (`agent_tools`) where the server takes
+  them, else as one JSON object per reply (`agent_system_prompt`), found in prose or a fence.
+  Invalid actions cost a step and are recorded; after `AgentConfig.max_invalid` invalid replies
+  in a row, or when the step budget is spent, the agent falls back to ``verify``.
+
+In both modes the answer then checks itself: an answered instance whose name contradicts the
+question's target, or that failed an earlier check the target implies, is checked again in its
+best view, cropped tighter, and left out if it still does not pass. Structure (floor, walls) is
+reasoned about only when the question names it. A "where" question is answered with where the
+instances are: in which views, where in them, and relative to the nearest other object.
 
 Everything that happens goes into the returned `Answer.trace`, for display.
 """
@@ -31,8 +38,12 @@ from iggt.scene import Scene
 
 from .highlight import HighlightConfig, highlight_instance, overview
 from .naming import NamingConfig, name_instances
-from .spatial import ORDERS, RELATIONS, SceneGeometry, SpatialError, instance_table, relation_holds, sort_instances
-from .vlm.base import VLM, Message, VLMAnswer, YesNo
+from .spatial import (ORDERS, RELATIONS, SceneGeometry, SpatialError, instance_table, location_sentence,
+                      nearest_of, relation_holds, sort_instances)
+from .targets import (check_question, contradicts, is_count_question, is_where_question, names_the_answer,
+                      plural_and_singular, target_phrase, words_of)
+from .vlm.base import VLM, Message, ToolCall, VLMAnswer, YesNo
+from .vlm.replies import single_json_object
 
 MODES = ("verify", "agent")
 
@@ -50,8 +61,14 @@ class AgentConfig:
     """Instances one "look" action may show."""
     name_instances: bool = True
     """Agent mode: name every instance (one batched pass, cached) before planning."""
+    recheck: bool = True
+    """Check an answered instance again, in its best view cropped tighter, when its name or an
+    earlier check contradicts the question's target; leave it out if it still does not pass."""
     highlight: HighlightConfig = HighlightConfig()
+    recheck_highlight: HighlightConfig = HighlightConfig(max_views=1, context=0.12)
     naming: NamingConfig = NamingConfig()
+    max_trace_text: int = 4000
+    """Characters of a reply or its reasoning kept in the trace."""
 
 
 @dataclass
@@ -59,7 +76,8 @@ class TraceStep:
     """One thing that happened while answering; ``kind`` says what."""
 
     kind: str
-    """"plan" (a VLM reply), "tool", "check", "invalid", "error", "naming", "fallback" or "answer"."""
+    """"plan" (a VLM reply), "tool", "check", "recheck", "invalid", "error", "naming", "scope", "fallback"
+    or "answer"."""
     summary: str
     detail: dict[str, Any] = field(default_factory=dict)
     images: list[Image.Image] = field(default_factory=list)
@@ -83,7 +101,9 @@ class Answer:
     """Wall-clock time during which at least one VLM request was running."""
     total_seconds: float
     instance_names: dict[int, str | None] = field(default_factory=dict)
-    """Names of the answered instances (from the VLM naming pass in agent mode, else the scene's)."""
+    """Names of the answered instances (from the scene, else from the VLM's naming pass)."""
+    locations: dict[int, str] = field(default_factory=dict)
+    """Where each answered instance is, one sentence each (views, place in the best view, nearest object)."""
     fell_back: bool = False
     scene: Scene | None = None
     """The scene the answer was computed on: in agent mode a copy whose instances carry VLM names."""
@@ -96,6 +116,7 @@ class Answer:
         return {"question": self.question, "mode": self.mode, "text": self.text,
                 "instance_ids": self.instance_ids,
                 "instance_names": {str(k): v for k, v in self.instance_names.items()},
+                "locations": {str(k): v for k, v in self.locations.items()},
                 "probabilities": {str(k): v for k, v in self.probabilities.items()},
                 "fell_back": self.fell_back, "vlm_calls": self.vlm_calls, "vlm_seconds": self.vlm_seconds,
                 "total_seconds": self.total_seconds, "trace": [s.to_json() for s in self.trace]}
@@ -141,11 +162,11 @@ class _MeteredVLM:
             if self._active == 0:
                 self.busy_seconds += time.perf_counter() - self._since
 
-    def ask(self, images, prompt, system=None, history=None) -> VLMAnswer:
+    def ask(self, images, prompt, system=None, history=None, tools=None) -> VLMAnswer:
         self._enter()
         reply = None
         try:
-            reply = self.backend.ask(images, prompt, system, history)
+            reply = self.backend.ask(images, prompt, system, history, tools)
             return reply
         finally:
             self._leave(True, reply.error if reply is not None else None)
@@ -172,10 +193,6 @@ def _lead_with_failures(text: str, vlm: _MeteredVLM) -> str:
             f"this answer may be incomplete. {text}")
 
 
-_TARGET_PREFIX = re.compile(r"^(please\s+)?(find|show( me)?|highlight|locate|where is|where are|which (object|one|"
-                            r"objects|ones) (is|are)|what is|is there)\s+", re.IGNORECASE)
-
-
 _STRUCTURE_WORDS = re.compile(r"\b(floors?|ground|walls?|ceilings?|planes?|surfaces?|structures?|rooms?|"
                               r"backgrounds?|sky|table ?tops?|countertops?)\b", re.IGNORECASE)
 
@@ -186,21 +203,12 @@ def asks_about_structure(question: str) -> bool:
     return bool(_STRUCTURE_WORDS.search(question))
 
 
-def target_phrase(question: str) -> str:
-    """The object description inside a query: "Where is the red cube?" -> "the red cube"."""
-    phrase = _TARGET_PREFIX.sub("", question.strip()).strip().rstrip("?.!").strip()
-    return phrase or question.strip()
-
-
-def check_question(target: str) -> str:
-    return f'Is the object outlined in magenta {target}?'
-
-
 def agent_system_prompt(max_look: int) -> str:
-    """The planner's instructions: the tools and the strict JSON action format."""
+    """The planner's instructions: the tools, and the JSON action format for servers without tool calling."""
     return f"""You answer questions about a 3D scene reconstructed from several photos.
 The scene is split into instances with integer ids. You cannot see the scene directly: you call tools.
-Reply with exactly one JSON object and nothing else, one of:
+If you are given tools, call exactly one tool per reply. Otherwise reply with exactly one JSON object and
+nothing else, one of:
 {{"action": "list_instances"}}
   -> every instance: id, name (may be null), centroid, size, image_x_in_view, depth_in_view, height.
 {{"action": "look", "ids": [ID, ...]}}
@@ -214,49 +222,92 @@ Reply with exactly one JSON object and nothing else, one of:
 {{"action": "sort", "ids": [ID, ...] or "all", "by": O, "reference": ID or null, "view": V}}
   -> the ids ordered by O, one of {", ".join(ORDERS)}; "nearest_to"/"farthest_from" need a reference.
 {{"action": "distance", "a": ID, "b": ID}}
-  -> the 3D distance between two instances (scene units).
+  -> the 3D distance between two instances, in the units it names.
 {{"action": "answer", "ids": [ID, ...], "text": "one sentence answering the question"}}
   -> ends the task. "ids" are the instances the answer refers to (may be empty).
 Positions, distances and sizes come from the 3D reconstruction: trust them over your impression of a picture."""
 
-_ACTION_FIELDS = {
-    "list_instances": (set(), set()),
-    "look": ({"ids"}, set()),
-    "check": ({"ids", "question"}, set()),
-    "relation": ({"a", "relation", "b"}, {"view"}),
-    "sort": ({"ids", "by"}, {"reference", "view"}),
-    "distance": ({"a", "b"}, set()),
-    "answer": ({"ids", "text"}, set()),
+
+_ID = {"type": "integer"}
+_ID_LIST = {"type": "array", "items": _ID}
+_IDS_OR_ALL = {"anyOf": [_ID_LIST, {"type": "string", "enum": ["all"]}], "description": 'instance ids, or "all"'}
+_VIEW = {"type": "integer", "description": "camera view, default 0"}
+_ACTIONS: dict[str, tuple[str, dict[str, dict], tuple[str, ...]]] = {
+    "list_instances": ("Every instance: id, name, centroid, size, image x and depth in view 0, height.", {}, ()),
+    "look": ("Pictures of instances, each outlined in magenta; [] shows the whole scene numbered.",
+             {"ids": _ID_LIST}, ("ids",)),
+    "check": ("Ask a yes/no question about each listed instance (P(yes), the yes count).",
+              {"ids": _IDS_OR_ALL, "question": {"type": "string"}}, ("ids", "question")),
+    "relation": ("Whether a <relation> b holds, seen from a view.",
+                 {"a": _ID, "relation": {"type": "string", "enum": list(RELATIONS)}, "b": _ID, "view": _VIEW},
+                 ("a", "relation", "b")),
+    "sort": ("Order instances by a measure from the 3D reconstruction.",
+             {"ids": _IDS_OR_ALL, "by": {"type": "string", "enum": list(ORDERS)},
+              "reference": {"anyOf": [_ID, {"type": "null"}]}, "view": _VIEW}, ("ids", "by")),
+    "distance": ("The 3D distance between two instances.", {"a": _ID, "b": _ID}, ("a", "b")),
+    "answer": ("End the task with the answer and the instances it refers to.",
+               {"ids": _ID_LIST, "text": {"type": "string"}}, ("ids", "text")),
 }
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+"""Every action: what it does, its arguments (JSON schema) and the required ones; the rest are optional."""
+
+
+def agent_tools() -> list[dict]:
+    """The actions as OpenAI tool definitions (the same names and arguments as the JSON format)."""
+    return [{"type": "function", "function": {
+        "name": name, "description": description,
+        "parameters": {"type": "object", "properties": properties, "required": list(required),
+                       "additionalProperties": False}}}
+            for name, (description, properties, required) in _ACTIONS.items()]
+
+
+def _checked_action(action: dict) -> tuple[dict | None, str | None]:
+    """The action if its name is known and its fields are exactly the documented ones."""
+    name = action.get("action")
+    if name not in _ACTIONS:
+        return None, f"unknown action {name!r}: use one of {', '.join(_ACTIONS)}"
+    _, properties, required_fields = _ACTIONS[name]
+    required, given = set(required_fields), set(action) - {"action"}
+    if required - given:
+        return None, f"{name} needs field(s) {', '.join(sorted(required - given))}"
+    if given - set(properties):
+        return None, f"{name} has unknown field(s) {', '.join(sorted(given - set(properties)))}"
+    return action, None
 
 
 def parse_action(text: str) -> tuple[dict | None, str | None]:
     """The action of a planning reply, or None and what is wrong with it.
 
-    Accepted: one JSON object (optionally in one ```json fence) whose "action" is known and
-    whose fields are exactly the documented ones.
+    Accepted: one JSON object, alone or in prose or a fence, whose "action" is known and whose
+    fields are exactly the documented ones.
     """
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
+    action, problem = single_json_object(text)
+    if action is None:
+        return None, problem
+    return _checked_action(action)
+
+
+def action_from_call(call: ToolCall) -> tuple[dict | None, str | None]:
+    """The action of a tool call, checked as strictly as a JSON reply."""
     try:
-        action = json.loads(body)
+        arguments = json.loads(call.arguments or "{}")
     except json.JSONDecodeError as err:
-        return None, f"not a single JSON object ({err.msg})"
-    if not isinstance(action, dict):
-        return None, "not a JSON object"
-    name = action.get("action")
-    if name not in _ACTION_FIELDS:
-        return None, f"unknown action {name!r}: use one of {', '.join(_ACTION_FIELDS)}"
-    required, optional = _ACTION_FIELDS[name]
-    given = set(action) - {"action"}
-    if required - given:
-        return None, f"{name} needs field(s) {', '.join(sorted(required - given))}"
-    if given - required - optional:
-        return None, f"{name} has unknown field(s) {', '.join(sorted(given - required - optional))}"
-    return action, None
+        return None, f"the arguments of {call.name!r} are not JSON ({err.msg})"
+    if not isinstance(arguments, dict):
+        return None, f"the arguments of {call.name!r} are not a JSON object"
+    if "action" in arguments:
+        return None, f"{call.name} has unknown field(s) action"
+    return _checked_action({"action": call.name, **arguments})
+
+
+def instance_label(instance_id: int, name: str | None) -> str:
+    """How an answer names an instance: "#5 yellow cube", or "#5" without a name."""
+    return f"#{instance_id} {name}" if name else f"#{instance_id}"
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class _Grounder:
@@ -271,30 +322,54 @@ class _Grounder:
         self.progress = progress or (lambda fraction, message: None)
         self.key = scene_fingerprint(scene)
         self.trace: list[TraceStep] = []
-        self._highlights: dict[int, Image.Image] = {}
+        self._highlights: dict[tuple[int, bool], Image.Image] = {}
         self.geometry = SceneGeometry.from_scene(scene)
         self.ids = list(range(scene.instances.count))
         """The instances reasoned about: every one, or the objects only (`answer` leaves structure out)."""
+        self.verdicts: dict[int, dict[str, bool]] = {}
+        """Every clear check answer of this question: instance -> check question -> yes."""
 
-    def highlight(self, instance_id: int) -> Image.Image:
-        if instance_id not in self._highlights:
-            self._highlights[instance_id] = highlight_instance(self.scene, instance_id, self.config.highlight).image
-        return self._highlights[instance_id]
+    def highlight(self, instance_id: int, sharp: bool = False) -> Image.Image:
+        """The instance's highlight; ``sharp``: its best view only, cropped tighter (for re-checks)."""
+        key = (instance_id, sharp)
+        if key not in self._highlights:
+            config = self.config.recheck_highlight if sharp else self.config.highlight
+            self._highlights[key] = highlight_instance(self.scene, instance_id, config).image
+        return self._highlights[key]
+
+    def name(self, k: int) -> str | None:
+        """The instance's name: the VLM's, else its open-vocabulary label."""
+        return self.scene.instances.info[k].display_name
+
+    def label(self, k: int) -> str:
+        return instance_label(k, self.name(k))
+
+    def name_instances(self, ids: list[int]) -> None:
+        """Give the instances without a name one (a batched VLM pass, cached); structure is named as such."""
+        named, notes = name_instances(self.scene, self.vlm, self.key, self.config.naming, ids=ids)
+        self.scene = named
+        self.geometry = SceneGeometry.from_scene(named)
+        self.trace.append(TraceStep("naming", "; ".join(f"#{k}: {self.name(k)}" for k in ids), {"notes": notes}))
 
     # -- verification ----------------------------------------------------------------------
-    def check(self, ids: list[int], question: str) -> dict[int, YesNo]:
+    def check(self, ids: list[int], question: str, sharp: bool = False) -> dict[int, YesNo]:
         """The yes/no ``question`` about each instance, asked in parallel (cached per scene)."""
-        images = {k: self.highlight(k) for k in ids}
+        images = {k: self.highlight(k, sharp) for k in ids}
 
         def ask(k: int) -> YesNo:
-            return self.vlm.yes_no([images[k]], question, cache_key=(self.key, k, question))
+            return self.vlm.yes_no([images[k]], question, cache_key=(self.key, k, question, sharp))
 
         with ThreadPoolExecutor(max_workers=self.vlm.max_concurrency) as pool:
             answers = dict(zip(ids, pool.map(ask, ids)))
+        limit = self.config.max_trace_text
         for k, reply in answers.items():
             if reply.answer is None:
                 self.trace.append(TraceStep("error", f"instance {k}: no clear yes/no ({reply.error})",
-                                            {"instance": k, "question": question, "raw_text": reply.raw_text}))
+                                            {"instance": k, "question": question,
+                                             "raw_text": _clip(reply.raw_text, limit),
+                                             "reasoning": _clip(reply.reasoning, limit)}))
+            elif not sharp:
+                self.verdicts.setdefault(k, {})[question] = reply.answer
         return answers
 
     def passing(self, answers: dict[int, YesNo]) -> list[int]:
@@ -303,9 +378,9 @@ class _Grounder:
                   if a.answer is not None and a.probability is not None and a.probability >= self.config.threshold]
         return sorted(passed, key=lambda k: (-answers[k].probability, k))
 
-    def verify(self, question: str) -> tuple[str, list[int], dict[int, float]]:
-        target = target_phrase(question)
-        prompt = check_question(target)
+    def verify(self, question: str) -> tuple[list[int], dict[int, float]]:
+        """The instances that pass the target's check, most probable first, and every P(yes)."""
+        prompt = check_question(target_phrase(question))
         self.progress(0.1, f"checking {len(self.ids)} instances")
         answers = self.check(list(self.ids), prompt)
         probabilities = {k: a.probability for k, a in answers.items() if a.probability is not None}
@@ -313,15 +388,51 @@ class _Grounder:
         self.trace.append(TraceStep("check", f"{prompt} -> yes for {passed or 'none'}",
                                     {"question": prompt, "yes": passed, "probabilities": probabilities},
                                     [self.highlight(k) for k in passed]))
-        if passed:
-            text = f"{len(passed)} instance(s) match {target!r}: " + ", ".join(self._label(k) for k in passed)
-        else:
-            text = f"No instance matches {target!r}."
-        return text, passed, probabilities
+        return passed, probabilities
 
-    def _label(self, k: int) -> str:
-        name = self.scene.instances.info[k].name
-        return f"#{k} ({name})" if name else f"#{k}"
+    def others(self, ids: list[int]) -> list[int]:
+        """The instances an answer's locations are told relative to: the other ones reasoned about."""
+        return [k for k in self.ids if k not in ids] or list(self.ids)
+
+    def answer_text(self, question: str, ids: list[int]) -> str:
+        """The answer as verify mode writes it: a count, or the matching instances by number and name."""
+        target = target_phrase(question)
+        labels = ", ".join(self.label(k) for k in ids)
+        if is_count_question(question):
+            plural, one = plural_and_singular(target)
+            if not ids:
+                return f"There are no {plural}."
+            return (f"There is 1 {one.split(' ', 1)[1]}: {labels}." if len(ids) == 1 else
+                    f"There are {len(ids)} {plural}: {labels}.")
+        if not ids:
+            return f"No instance matches {target!r}."
+        return f"{len(ids)} instance(s) match {target!r}: {labels}."
+
+    def confirm(self, question: str, ids: list[int]) -> list[int]:
+        """The answered instances that survive a re-check (see the module docstring), in order."""
+        target = target_phrase(question)
+        if not self.config.recheck or not ids or not names_the_answer(target):
+            return ids
+        wanted = words_of(target)
+        doubts = {}
+        for k in ids:
+            failed = [q for q, yes in self.verdicts.get(k, {}).items() if not yes and words_of(q) <= wanted]
+            if contradicts(self.name(k), target):
+                doubts[k] = f"its name {self.name(k)!r} contradicts {target!r}"
+            elif failed:
+                doubts[k] = f"it failed the check {failed[0]!r}"
+        if not doubts:
+            return ids
+        prompt = check_question(target)
+        answers = self.check(list(doubts), prompt, sharp=True)
+        kept = [k for k in ids if k not in doubts or answers[k].answer is True]
+        for k, why in doubts.items():
+            verdict = "kept" if k in kept else "left out"
+            self.trace.append(TraceStep("recheck", f"#{k}: {why}; in its best view, cropped tighter: "
+                                                   f"{_verdict_word(answers[k])} -> {verdict}",
+                                        {"instance": k, "why": why, "question": prompt, "kept": k in kept},
+                                        [self.highlight(k, sharp=True)]))
+        return kept
 
     # -- tools -----------------------------------------------------------------------------
     def _ids(self, value, allow_all: bool = True) -> list[int]:
@@ -373,13 +484,29 @@ class _Grounder:
             return {"order": [k for k, _ in ordered], "values": {str(k): round(v, 3) for k, v in ordered}}, []
         if name == "distance":
             return {"distance": round(self.geometry.distance(self._int(action["a"], "a"),
-                                                              self._int(action["b"], "b")), 3)}, []
+                                                              self._int(action["b"], "b")), 3),
+                    "units": self.geometry.units}, []
         raise SpatialError(f"unknown action {name!r}")
 
     # -- agent -----------------------------------------------------------------------------
+    def _plan_step(self, step: int, reply: VLMAnswer) -> tuple[dict | None, str | None]:
+        """Record a planning reply and read its action (from the tool call, else from the text)."""
+        limit = self.config.max_trace_text
+        call = reply.tool_call
+        summary = f"{call.name}({call.arguments})" if call is not None else reply.text
+        self.trace.append(TraceStep("plan", summary[:300] or "(no answer)", {
+            "step": step, "reply": _clip(reply.text, limit), "reasoning": _clip(reply.reasoning, limit),
+            "tool_call": {"name": call.name, "arguments": _clip(call.arguments, limit)} if call else None,
+            "finish_reason": reply.finish_reason}))
+        action, problem = action_from_call(call) if call is not None else parse_action(reply.text)
+        if action is None and reply.cut_off:
+            problem = "the reply was cut off at the token limit before it finished: raise max_tokens"
+        return action, problem
+
     def plan(self, question: str) -> tuple[str, list[int], dict[int, float]] | None:
         """Run the planning loop; None when it ended without a valid answer."""
         system = agent_system_prompt(self.config.max_look)
+        tools = agent_tools()
         count = self.scene.instances.count
         scope = (f"ids 0 to {count - 1}" if len(self.ids) == count else
                  f"of which {len(self.ids)} are objects, ids {self.ids} (the others are floor, walls and "
@@ -391,16 +518,16 @@ class _Grounder:
         invalid = 0
         for step in range(self.config.max_steps):
             self.progress(0.1 + 0.8 * step / self.config.max_steps, f"planning step {step + 1}")
-            reply = self.vlm.ask(pending.images, pending.text, system, history)
+            reply = self.vlm.ask(pending.images, pending.text, system, history, tools)
             if reply.error is not None:
                 self.trace.append(TraceStep("error", f"step {step + 1}: the VLM failed ({reply.error})"))
                 invalid += 1
                 if invalid >= self.config.max_invalid:
                     return None
                 continue
-            self.trace.append(TraceStep("plan", reply.text[:300], {"step": step + 1, "reply": reply.text}))
-            history += [pending, Message("assistant", reply.text)]
-            action, problem = parse_action(reply.text)
+            action, problem = self._plan_step(step + 1, reply)
+            history += [pending, Message("assistant", _clip(reply.text, self.config.max_trace_text) or "",
+                                         tool_call=reply.tool_call)]
             if action is not None and action["action"] == "answer":
                 try:
                     ids = self._ids(action["ids"], allow_all=False)
@@ -422,11 +549,16 @@ class _Grounder:
                 except SpatialError as err:
                     problem = str(err)
             invalid += 1
-            self.trace.append(TraceStep("invalid", f"step {step + 1}: {problem}", {"reply": reply.text}))
+            self.trace.append(TraceStep("invalid", f"step {step + 1}: {problem}",
+                                        {"reply": _clip(reply.text, self.config.max_trace_text)}))
             if invalid >= self.config.max_invalid:
                 return None
-            pending = Message("user", f"Invalid action: {problem}. Reply with exactly one JSON object as documented.")
+            pending = Message("user", f"Invalid action: {problem}. Reply with exactly one action as documented.")
         return None
+
+
+def _verdict_word(reply: YesNo) -> str:
+    return {True: "yes", False: "no"}.get(reply.answer, f"unanswered ({reply.error})")
 
 
 def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", config: AgentConfig = AgentConfig(),
@@ -445,26 +577,44 @@ def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", conf
             grounder.trace.append(TraceStep("scope", f"left out {len(left_out)} structure instance(s) (floor, "
                                                      f"walls, large planes): {left_out}", {"left_out": left_out}))
     fell_back = False
-    result = None
+    planned = None
     if mode == "agent":
         if config.name_instances:
             grounder.progress(0.05, "naming instances")
-            named, notes = name_instances(scene, grounder.vlm, grounder.key, config.naming)
-            grounder.scene = named
-            grounder.geometry = SceneGeometry.from_scene(named)
-            grounder.trace.append(TraceStep("naming", "; ".join(f"#{i.id}: {i.name}" for i in named.instances.info),
-                                            {"notes": notes}))
-        result = grounder.plan(question)
-        if result is None:
+            grounder.name_instances(list(grounder.ids))
+        planned = grounder.plan(question)
+        if planned is None:
             fell_back = True
             grounder.trace.append(TraceStep("fallback", "the agent gave no valid answer: falling back to verify mode"))
-    if result is None:
-        result = grounder.verify(question)
-    text, ids, probabilities = result
+    if planned is None:
+        text, (ids, probabilities) = None, grounder.verify(question)
+    else:
+        text, ids, probabilities = planned
+    where = is_where_question(question)
+    if config.name_instances:  # answers name their instances (and a "where" answer the nearest object)
+        around = [nearest_of(grounder.geometry, k, grounder.others(ids)) for k in ids] if where else []
+        unnamed = [k for k in dict.fromkeys([*ids, *around]) if k is not None and grounder.name(k) is None]
+        if unnamed:
+            grounder.name_instances(unnamed)
+    confirmed = grounder.confirm(question, ids)
+    if text is None or confirmed != ids:
+        text = grounder.answer_text(question, confirmed)
+    ids = confirmed
+    locations = {k: location_sentence(grounder.scene, grounder.geometry, k, grounder.others(ids),
+                                      lambda i: _located_label(grounder, i)) for k in ids}
+    if where and ids:
+        text = " ".join(locations[k] for k in ids)
     text = _lead_with_failures(text, grounder.vlm)
     grounder.trace.append(TraceStep("answer", text, {"instance_ids": ids},
                                     [grounder.highlight(k) for k in ids[:config.max_look]]))
     grounder.progress(1.0, "done")
-    names = {k: grounder.scene.instances.info[k].name for k in ids}
     return Answer(question, mode, text, ids, probabilities, grounder.trace, grounder.vlm.calls,
-                  grounder.vlm.busy_seconds, time.perf_counter() - start, names, fell_back, grounder.scene)
+                  grounder.vlm.busy_seconds, time.perf_counter() - start,
+                  instance_names={k: grounder.name(k) for k in ids}, locations=locations, fell_back=fell_back,
+                  scene=grounder.scene)
+
+
+def _located_label(grounder: _Grounder, k: int) -> str:
+    """An instance as a location sentence names it: "the yellow cube (#5)", or "instance #5"."""
+    name = grounder.name(k)
+    return f"the {name} (#{k})" if name else f"instance #{k}"

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("scene", type=Path, help="scene file (.npz) with instances")
     parser.add_argument("question", help='e.g. "Which object is the red mug?"')
     parser.add_argument("--backend", choices=BACKENDS, default="openai",
-                        help="openai: any OpenAI-compatible server (default GPT-4o); qwen: local Qwen2.5-VL")
+                        help="openai: any OpenAI-compatible server (default GPT-4o); qwen: local Qwen2.5-VL or Qwen3-VL")
     parser.add_argument("--model", default=None, help="model name or Hugging Face id (default per backend)")
     parser.add_argument("--base-url", default=None,
                         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM, Ollama, LM Studio)")
@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for highlights and answer.json")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per VLM request (openai)")
     parser.add_argument("--max-retries", type=int, default=3, help="retries on timeouts, 429 and 5xx (openai)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="token limit of a reply (openai; default 4096, room for a reasoning model to finish)")
     parser.add_argument("--max-steps", type=int, default=10, help="planning steps of the agent")
     parser.add_argument("--device", default="auto", help="device of the local model (qwen)")
     parser.set_defaults(func=run)
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise IGGTError(f"{args.scene.name} has no instances: run `python -m iggt reconstruct` with "
                         "instance segmentation first")
     backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout,
-                           max_retries=args.max_retries, device=args.device)
+                           max_retries=args.max_retries, max_tokens=args.max_tokens, device=args.device)
     result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps))
     print(result.text)
     for k in result.instance_ids:

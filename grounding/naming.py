@@ -4,11 +4,12 @@ Each request shows up to `NamingConfig.batch_size` instances, one highlight imag
 asks for one JSON object mapping image numbers to short names. Replies are parsed strictly:
 a reply that is not such an object names nothing (the reason goes to the returned notes).
 Names are cached in the backend's cache per (scene id, instance id), so the instance list of
-an app or an agent costs these calls once per scene.
+an app or an agent costs these calls once per scene. Structure (floor, walls, large planes, as
+`iggt.structure` marks it) is not shown to the VLM: it keeps its label ("floor", "wall") or is
+named `STRUCTURE_NAME`, since a wall fragment that a VLM calls "gray cube" would read as an object.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 
 from iggt.progress import Progress
@@ -16,8 +17,10 @@ from iggt.scene import Instances, Scene
 
 from .highlight import HighlightConfig, highlight_instance
 from .vlm.base import VLM
+from .vlm.replies import single_json_object
 
 MAX_NAME_LENGTH = 40
+STRUCTURE_NAME = "structure"
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,9 @@ def naming_prompt(count: int) -> str:
 
 def parse_names(text: str, count: int) -> tuple[dict[int, str], str | None]:
     """Image number (1-based) -> name, and the problem when the reply breaks the format."""
-    try:
-        reply = json.loads(text.strip())
-    except json.JSONDecodeError:
-        return {}, "not a JSON object"
-    if not isinstance(reply, dict):
-        return {}, "not a JSON object"
+    reply, problem = single_json_object(text)
+    if reply is None:
+        return {}, problem
     names, problems = {}, []
     for key, value in reply.items():
         if not (key.isdigit() and 1 <= int(key) <= count):
@@ -54,17 +54,25 @@ def parse_names(text: str, count: int) -> tuple[dict[int, str], str | None]:
 
 
 def name_instances(scene: Scene, backend: VLM, scene_key: str, config: NamingConfig = NamingConfig(),
-                   progress: Progress | None = None) -> tuple[Scene, list[str]]:
+                   progress: Progress | None = None, ids: list[int] | None = None) -> tuple[Scene, list[str]]:
     """A copy of ``scene`` whose instances carry VLM names, and notes on what went wrong.
 
-    ``scene_key`` identifies the scene in the cache (see `grounding.agent.scene_fingerprint`).
+    ``scene_key`` identifies the scene in the cache (see `grounding.agent.scene_fingerprint`);
+    ``ids``: name only these instances (default: all). Names the scene already has are kept.
     """
     if scene.instances is None:
         raise ValueError("the scene has no instances to name: segment it first")
     infos = list(scene.instances.info)
+    wanted = set(range(len(infos)) if ids is None else ids)
     names: dict[int, str] = {}
     missing = []
     for info in infos:
+        if info.id not in wanted or info.name:
+            continue
+        if info.structure:  # its label ("floor", "wall") says it already; else it is named as what it is
+            if not info.label:
+                names[info.id] = STRUCTURE_NAME
+            continue
         cached = backend.cache.get(("name", scene_key, info.id))
         if cached is not None:
             names[info.id] = cached
@@ -86,5 +94,5 @@ def name_instances(scene: Scene, backend: VLM, scene_key: str, config: NamingCon
         for number, name in parsed.items():
             names[batch[number - 1]] = name
             backend.cache.put(("name", scene_key, batch[number - 1]), name)
-    named = [replace(info, name=names.get(info.id, info.name)) for info in infos]
+    named = [replace(info, name=info.name or names.get(info.id)) for info in infos]
     return scene.with_instances(Instances(scene.instances.labels, named)), notes

@@ -4,7 +4,8 @@ Positions are the instances' 3D centroids (world frame = first camera). "Left/ri
 horizontal image position in a chosen view and "in front of/behind" the depth along that
 view's optical axis; "above/below" is the height along the scene's up direction, estimated
 as the mean up axis (-y in OpenCV) of all cameras, since people hold cameras upright.
-Distances and sizes are in scene units (arbitrary unless the scene was scaled).
+Distances and sizes are in the scene's units (`Scene.units`: "model units", arbitrary, unless a
+known length set metres; see `iggt.sfm.scale`), and every answer names them.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class SceneGeometry:
     up: np.ndarray
     """Unit up vector in the world frame."""
     names: tuple[str | None, ...]
+    units: str = "model units"
+    """Unit of every distance and size (`Scene.units`)."""
 
     @classmethod
     def from_scene(cls, scene: Scene) -> "SceneGeometry":
@@ -50,7 +53,7 @@ class SceneGeometry:
         up = -camera_y_axes.mean(axis=0)
         up /= max(np.linalg.norm(up), 1e-12)
         return cls(centroids, np.nan_to_num(sizes), scene.extrinsics.astype(np.float64),
-                   scene.intrinsics.astype(np.float64), up, tuple(i.name for i in info))
+                   scene.intrinsics.astype(np.float64), up, tuple(i.display_name for i in info), scene.units)
 
     @property
     def count(self) -> int:
@@ -157,5 +160,71 @@ def instance_table(geometry: SceneGeometry, view: int = 0) -> list[dict]:
              "centroid": [round(float(v), 3) for v in geometry.centroids[k]],
              "size": [round(float(v), 3) for v in geometry.sizes[k]],
              "image_x_in_view": round(float(x[k]), 1), "depth_in_view": round(float(camera[k, 2]), 3),
-             "height": round(float(geometry.heights()[k]), 3)}
+             "height": round(float(geometry.heights()[k]), 3), "units": geometry.units}
             for k in range(geometry.count)]
+
+
+MIN_VISIBLE_PIXELS = 16
+"""Pixels an instance needs in a view to count as seen there."""
+
+
+def _place_in_view(bbox: tuple[int, int, int, int], image_hw: tuple[int, int]) -> str:
+    """Where a box's centre is in a view, in thirds: "at the top left", "in the centre", ..."""
+    height, width = image_hw
+    column = min(2, int(3 * (bbox[0] + bbox[2]) / 2 / width))
+    row = min(2, int(3 * (bbox[1] + bbox[3]) / 2 / height))
+    vertical, horizontal = ("top", "", "bottom")[row], ("left", "", "right")[column]
+    if vertical and horizontal:
+        return f"at the {vertical} {horizontal}"
+    if vertical:
+        return f"at the {vertical}"
+    return f"on the {horizontal}" if horizontal else "in the centre"
+
+
+def _views_text(views: list[int]) -> str:
+    numbers = [str(v + 1) for v in sorted(views)]
+    if len(numbers) == 1:
+        return f"view {numbers[0]}"
+    return f"views {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
+def relative_position(geometry: SceneGeometry, a: int, b: int, view: int) -> str:
+    """How ``a`` lies relative to ``b`` as seen from ``view``, by the largest component of the offset:
+    "left of", "right of", "in front of", "behind", "above" or "below"."""
+    camera = geometry.in_camera(view)
+    offset = camera[a] - camera[b]
+    height = float(geometry.heights()[a] - geometry.heights()[b])
+    side, depth = float(offset[0]), float(offset[2])
+    largest = max(abs(side), abs(depth), abs(height))
+    if largest == abs(side):
+        return "right of" if side > 0 else "left of"
+    if largest == abs(depth):
+        return "behind" if depth > 0 else "in front of"
+    return "above" if height > 0 else "below"
+
+
+def location_sentence(scene: Scene, geometry: SceneGeometry, instance_id: int, others: list[int],
+                      label) -> str:
+    """Where an instance is, for a person: the views that show it (numbered from 1, as the app shows
+    them), where it is in the one that shows it best, and how it lies relative to the nearest of
+    ``others``. ``label(k)`` writes an instance's name ("the yellow cube (#5)")."""
+    info = scene.instances.info[instance_id]
+    views = [v for v, p in info.views.items() if p.pixel_count >= MIN_VISIBLE_PIXELS]
+    subject = label(instance_id)
+    if not views:
+        return f"{subject[:1].upper()}{subject[1:]} is too small to be seen clearly in any view."
+    best = max(views, key=lambda v: (info.views[v].pixel_count, -v))
+    sentence = (f"{subject[:1].upper()}{subject[1:]} is in {_views_text(views)}; in view {best + 1} it is "
+                f"{_place_in_view(info.views[best].bbox, scene.image_size)}")
+    neighbour = nearest_of(geometry, instance_id, others)
+    if neighbour is not None:
+        sentence += f", {relative_position(geometry, instance_id, neighbour, best)} {label(neighbour)}"
+    return sentence + "."
+
+
+def nearest_of(geometry: SceneGeometry, instance_id: int, others: list[int]) -> int | None:
+    """The one of ``others`` (the instance itself excluded) nearest to the instance in 3D, if any."""
+    candidates = [k for k in others if k != instance_id]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda k: (geometry.distance(instance_id, k), k))

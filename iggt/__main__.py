@@ -19,16 +19,18 @@ from iggt.errors import IGGTError
 COMMAND_MODULES = (
     "iggt.cli_reconstruct",   # reconstruct
     "iggt.cli_view",          # view
+    "iggt.cli_track",         # track
     "iggt.training.cli",      # train, generate
     "iggt.evaluation.cli",    # evaluate
     "grounding.cli",          # ask
+    "grounding.cli_openvocab",  # find, label
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m iggt" if Path(sys.argv[0]).name == "__main__.py" else "iggt",  # the console script
-        description="IGGT: reconstruct scenes with multi-view consistent instances, train, evaluate, ask.")
+        description="IGGT: reconstruct scenes with multi-view consistent instances, train, evaluate, ask, find, label.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -17,7 +17,7 @@ import re
 import socket
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import torch
@@ -30,18 +30,25 @@ logger = logging.getLogger(__name__)
 
 OFFICIAL_REPO_ID = "lifuguan/IGGT_official"
 VGGT_REPO_ID, VGGT_FILENAME = "facebook/VGGT-1B", "model.pt"
-SKIPPED_PREFIXES = ("track_head.",)
-"""Released weights we deliberately do not build (the point tracker, unused by IGGT's pipeline)."""
+TRACKER_PREFIX = "track_head."
+"""The released point tracker's entries: loaded into models that have one (``config.track_head``),
+skipped by name for models without one (the presets trained here)."""
 INSTANCE_BRANCH_PREFIXES = ("part_adaptor.", "part_head.")
 """Absent from VGGT checkpoints; stays freshly initialised when starting from VGGT-1B."""
 WRAPPER_KEYS = ("model", "state_dict", "module")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-"""owner/name of a Hugging Face Hub repository."""
+HUB_SPEC = re.compile(r"(?P<repo_id>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<filename>[^:]+))?")
+"""owner/name of a Hugging Face Hub repository, optionally :filename (one file of it)."""
+RELEASE_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+"""Checkpoint names preferred in a Hub repository with several: the files the release's
+``IGGT.from_pretrained`` reads (its model class is a ``huggingface_hub.PyTorchModelHubMixin``).
+Its README and ``demo.py`` name no file: the demo loads a local ``MODEL_PATH``."""
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_HEAD_FIELD = "apply_discarded_cross_attention"
 """`IGGTConfig` field added on 2026-11-30; a saved config without it was trained with the old head."""
+TRACKER_FIELD = "track_head"
+"""`IGGTConfig` field added on 2026-12-02; a saved config without it comes from a model without a tracker."""
 
 
 class CheckpointError(IGGTError):
@@ -73,9 +80,13 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     """Checkpoint entries the model has no place for (ignored, with a warning)."""
     skipped: list[str] = field(default_factory=list)
-    """Checkpoint entries ignored on purpose (``track_head.*``)."""
+    """Checkpoint entries ignored on purpose (``track_head.*`` for a model without a tracker)."""
+    notes: list[str] = field(default_factory=list)
+    """What the model lacks by design, one line each (e.g. no point tracker); part of `summary`."""
     shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     """(name, shape in the checkpoint, shape in the model); such entries are not loaded."""
+    hub_file: HubFile | None = None
+    """The file of a Hub repository the weights came from, and why that one (`checkpoint_file_in_repo`)."""
 
     def problems(self) -> list[str]:
         """What makes the weights unusable: entries the forward pass reads but the file lacks, or of another shape."""
@@ -100,7 +111,7 @@ class LoadReport:
         if self.skipped:
             prefixes = sorted({name.split(".")[0] for name in self.skipped})
             text += f" ({', '.join(prefixes)}: not part of this model)"
-        return text
+        return "; ".join([text, *self.notes])
 
 
 def apply_state_dict(
@@ -111,6 +122,7 @@ def apply_state_dict(
     strict: bool = True,
     unused: set[str] = frozenset(),
     allowed_missing: tuple[str, ...] = (),
+    skipped_prefixes: tuple[str, ...] = (),
 ) -> LoadReport:
     """Copy every entry that fits (same name, same shape) into ``model`` and report the rest.
 
@@ -119,13 +131,13 @@ def apply_state_dict(
     missing entry that the forward pass reads, or a shape mismatch, raises a `CheckpointError`
     listing every problem. ``allowed_missing`` prefixes may be missing even though they are used
     (the instance branch when starting from VGGT keeps its fresh initialisation).
-    ``track_head.*`` entries are skipped by name.
+    Entries under ``skipped_prefixes`` are skipped by name (``track_head.*`` for a model without a tracker).
     """
     expected = model.state_dict()
     report = LoadReport(source=source)
     usable: dict[str, Tensor] = {}
     for name, tensor in state_dict.items():
-        if name.startswith(SKIPPED_PREFIXES):
+        if skipped_prefixes and name.startswith(skipped_prefixes):
             report.skipped.append(name)
         elif name not in expected:
             report.unexpected.append(name)
@@ -211,7 +223,8 @@ def read_config(path: str | Path) -> IGGTConfig:
     """The `IGGTConfig` of a saved model's ``config.json``.
 
     A file written before ``apply_discarded_cross_attention`` existed comes from a model trained
-    with the extra attention, so it keeps that behaviour (never silently changed).
+    with the extra attention, so it keeps that behaviour (never silently changed); one written
+    before ``track_head`` existed comes from a model without the point tracker.
     """
     path = Path(path)
     try:
@@ -223,6 +236,7 @@ def read_config(path: str | Path) -> IGGTConfig:
     if LEGACY_HEAD_FIELD not in values:
         logger.info("%s predates %s: the model keeps the instance head it was trained with", path, LEGACY_HEAD_FIELD)
         values[LEGACY_HEAD_FIELD] = True
+    values.setdefault(TRACKER_FIELD, False)
     try:
         return IGGTConfig.from_dict(values)
     except (TypeError, ValueError) as error:
@@ -267,9 +281,9 @@ def hub_offline() -> bool:
 def _hub_help(repo_id: str, reason: str) -> str:
     return (
         f"cannot get model {repo_id!r} from the Hugging Face Hub ({reason}). "
-        f"On a machine with internet run `hf download {repo_id} --local-dir <folder>` "
-        f"(the released weights are {OFFICIAL_REPO_ID}), copy the folder here and pass the folder "
-        f"or its checkpoint file instead."
+        f"With internet, `hf download {repo_id}` puts it into the Hugging Face cache, from which it then "
+        f"loads offline too (the released weights are {OFFICIAL_REPO_ID}); or download one file with "
+        f"`hf download {repo_id} <file> --local-dir <folder>` and pass that file."
     )
 
 
@@ -298,32 +312,213 @@ def hub_download(repo_id: str, filename: str, *, local_files_only: bool = False,
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
-    if hub_offline():
-        reason = "offline mode (HF_HUB_OFFLINE) and the file is not cached"
-        local_files_only = True
-    elif not local_files_only and not _hub_reachable():
-        reason = "the Hub is unreachable and the file is not cached"
-        local_files_only = True
+    unavailable = _hub_unavailable() if hub_offline() or not local_files_only else None
+    if unavailable:
+        reason, local_files_only = f"{unavailable} and the file is not cached", True
     else:
         reason = "the file is not cached" if local_files_only else "download failed"
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only, **options))
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only,
+                                    **{**_hub_location(), **options}))
     except LocalEntryNotFoundError as error:  # also raised for connection failures
         raise CheckpointError(_hub_help(repo_id, reason)) from error
 
 
-def checkpoint_file_in_repo(repo_id: str) -> str:
-    """The single checkpoint file of a Hub repository that is not in our own format."""
-    from huggingface_hub import list_repo_files
+def _hub_location() -> dict[str, str]:
+    """The Hub endpoint and cache folder the client is configured with (``HF_ENDPOINT``, ``HF_HUB_CACHE``),
+    passed explicitly so that listings, header reads and downloads use the same ones in every version."""
+    from huggingface_hub import constants
 
+    return {"endpoint": constants.ENDPOINT, "cache_dir": constants.HF_HUB_CACHE}
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What the Hub client raises when the network fails: OSError (requests-based versions) or its HTTP library's errors."""
     try:
-        files = list_repo_files(repo_id)
-    except OSError as error:
-        raise CheckpointError(_hub_help(repo_id, f"network error: {error}")) from error
-    candidates = sorted(name for name in files if name.endswith(CHECKPOINT_SUFFIXES))
-    if len(candidates) != 1:
-        raise CheckpointError(
-            f"Hub repository {repo_id!r} has {len(candidates)} checkpoint files ({', '.join(candidates) or 'none'}); "
-            "download the one you want and pass the file"
-        )
-    return candidates[0]
+        from huggingface_hub.errors import HTTPError  # the HTTP library's base error, where it is not an OSError
+    except ImportError:
+        return (OSError,)
+    return (OSError, HTTPError)
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """A Hub model as a user names it: ``owner/name``, or ``owner/name:filename`` for one file of it."""
+
+    repo_id: str
+    filename: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}:{self.filename}" if self.filename else self.repo_id
+
+
+def parse_hub_spec(text: str) -> HubSpec | None:
+    """``owner/name`` or ``owner/name:filename`` as a `HubSpec`; None for anything else.
+
+    ``runs/model.pt`` (a name with a checkpoint suffix) is a missing local file, not a repository;
+    the file after ``:`` (a path inside the repository) must be a checkpoint file.
+    """
+    match = HUB_SPEC.fullmatch(text)
+    if match is None or match["repo_id"].endswith(CHECKPOINT_SUFFIXES):
+        return None
+    filename = match["filename"]
+    if filename is not None and not filename.endswith(CHECKPOINT_SUFFIXES):
+        raise CheckpointError(f"model {text!r}: the file after ':' must be a checkpoint file "
+                              f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    return HubSpec(match["repo_id"], filename)
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """The checkpoint file chosen in a Hub repository and why; the app's banner names both."""
+
+    repo_id: str
+    filename: str
+    reason: str
+    config_name: str | None = None
+    """A ``config.json`` beside the file in the repository (ours, or the hub mixin's), if there is one."""
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}:{self.filename}"
+
+
+@dataclass(frozen=True)
+class _RepoListing:
+    """The files of a Hub repository with their sizes, from the Hub or (offline) from the local cache."""
+
+    repo_id: str
+    sizes: dict[str, int]
+    cached_folder: Path | None = None
+    """The cached snapshot the listing comes from, when offline."""
+
+    def choice(self, filename: str, reason: str) -> HubFile:
+        config = str(PurePosixPath(filename).with_name(CONFIG_NAME))
+        return HubFile(self.repo_id, filename, reason, config if config in self.sizes else None)
+
+    def entry_names(self, filename: str) -> list[str]:
+        """Entry names of a safetensors file from its header alone (kilobytes, not the weights)."""
+        if self.cached_folder is not None:
+            from safetensors import safe_open
+
+            with safe_open(str(self.cached_folder / filename), "pt") as file:
+                return list(file.keys())
+        from huggingface_hub import HfApi
+
+        return list(HfApi(endpoint=_hub_location()["endpoint"]).parse_safetensors_file_metadata(
+            self.repo_id, filename).tensors)
+
+
+def _hub_unavailable() -> str | None:
+    """Why the Hub cannot be asked now (offline mode, no answer within seconds), or None."""
+    if hub_offline():
+        return "offline mode (HF_HUB_OFFLINE)"
+    if not _hub_reachable():
+        return "the Hub is unreachable"
+    return None
+
+
+def _cached_listing(repo_id: str, reason: str) -> _RepoListing:
+    """The files of the repository's cached ``main`` snapshot (all of them after a Space's ``preload_from_hub``)."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = Path(_hub_location()["cache_dir"])
+    repos = scan_cache_dir(cache).repos if cache.is_dir() else ()
+    snapshot = next((revision for repo in repos if repo.repo_id == repo_id and repo.repo_type == "model"
+                     for revision in repo.revisions if "main" in revision.refs), None)
+    if snapshot is None:
+        raise CheckpointError(_hub_help(repo_id, f"{reason} and the repository is not cached"))
+    folder = Path(snapshot.snapshot_path)
+    sizes = {Path(f.file_path).relative_to(folder).as_posix(): f.size_on_disk for f in snapshot.files}
+    return _RepoListing(repo_id, sizes, folder)
+
+
+def _listing(repo_id: str) -> _RepoListing:
+    """The repository's files from the Hub; from the cached snapshot when the Hub is off, unreachable or failing."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    unavailable = _hub_unavailable()
+    if unavailable:
+        return _cached_listing(repo_id, unavailable)
+    try:
+        entries = list(HfApi(endpoint=_hub_location()["endpoint"]).list_repo_tree(repo_id, recursive=True))
+    except RepositoryNotFoundError as error:
+        raise CheckpointError(f"no model {repo_id!r} on the Hugging Face Hub (or it is private)") from error
+    except _network_errors() as error:  # the Hub failed: a cached snapshot (a Space's preload) still serves
+        logger.warning("cannot list %s on the Hub (%s); looking in the local cache", repo_id, error)
+        return _cached_listing(repo_id, f"the Hub failed ({type(error).__name__})")
+    return _RepoListing(repo_id, {entry.path: entry.size for entry in entries if isinstance(entry, RepoFile)})
+
+
+def _has_iggt_entries(names: list[str]) -> bool:
+    """Whether state-dict entry names are IGGT's: a VGGT aggregator and the instance branch."""
+    names = [name.removeprefix("module.") for name in names]
+    return (any(name.startswith("aggregator.") for name in names)
+            and any(name.startswith(INSTANCE_BRANCH_PREFIXES) for name in names))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size:,} bytes"
+
+
+def _largest_iggt_file(listing: _RepoListing, candidates: list[str]) -> HubFile:
+    """The largest candidate whose entries are IGGT's; a safetensors file is checked from its header
+    before anything is downloaded, another format only when it loads (largest first)."""
+    from huggingface_hub.utils import SafetensorsParsingError
+
+    rejected = []
+    for name in sorted(candidates, key=lambda name: (-listing.sizes[name], name)):
+        size = _megabytes(listing.sizes[name])
+        if not name.endswith(".safetensors"):
+            return listing.choice(name, f"the largest of {len(candidates)} checkpoint files ({size}; "
+                                        f"its entries are checked as it loads)" + _passed_over(rejected))
+        try:
+            iggt = _has_iggt_entries(listing.entry_names(name))
+        except (SafetensorsParsingError, OSError) as error:  # a header that does not parse is no IGGT file
+            logger.info("%s: cannot read the header of %s: %s", listing.repo_id, name, error)
+            iggt = False
+        if iggt:
+            return listing.choice(name, f"the largest of {len(candidates)} checkpoint files with IGGT's entries "
+                                        f"({size}; checked in its header)" + _passed_over(rejected))
+        rejected.append(name)
+    raise CheckpointError(f"Hub repository {listing.repo_id!r} has no IGGT checkpoint: none of "
+                          f"{', '.join(rejected)} holds the aggregator and the instance head; pass one as "
+                          f"{listing.repo_id}:<file> to load it anyway")
+
+
+def _passed_over(rejected: list[str]) -> str:
+    return f"; passed over, not IGGT: {', '.join(rejected)}" if rejected else ""
+
+
+def checkpoint_file_in_repo(repo_id: str, filename: str | None = None) -> HubFile:
+    """The checkpoint file to download from a Hub repository, and why.
+
+    1. ``filename``, when given (``owner/name:filename``);
+    2. the repository's only checkpoint file;
+    3. among several, the first of `RELEASE_FILENAMES`;
+    4. else the largest one whose entries are IGGT's, checked from a safetensors file's header
+       before the download (files of another format are checked as they load).
+    Offline (``HF_HUB_OFFLINE``, or the Hub not answering) the choice is made among the files of
+    the cached snapshot, so a Space's preloaded weights load without the Hub.
+    """
+    listing = _listing(repo_id)
+    candidates = sorted(name for name in listing.sizes if name.endswith(CHECKPOINT_SUFFIXES))
+    if filename is not None:
+        if filename not in listing.sizes:
+            raise CheckpointError(f"Hub repository {repo_id!r} has no file {filename!r}"
+                                  + (" cached" if listing.cached_folder else "")
+                                  + f"; its checkpoint files: {', '.join(candidates) or 'none'}")
+        return listing.choice(filename, "named after the repository id")
+    if not candidates:
+        shown = ", ".join(sorted(listing.sizes)[:10]) or "no files"
+        raise CheckpointError(f"Hub repository {repo_id!r} has no checkpoint file "
+                              f"({', '.join(CHECKPOINT_SUFFIXES)}){' cached' if listing.cached_folder else ''}; "
+                              f"it holds {shown}")
+    if len(candidates) == 1:
+        return listing.choice(candidates[0], "the repository's only checkpoint file")
+    release_name = next((name for name in RELEASE_FILENAMES if name in candidates), None)
+    if release_name is not None:
+        return listing.choice(release_name, f"of {len(candidates)} checkpoint files, the one the release's "
+                                            f"IGGT.from_pretrained reads")
+    return _largest_iggt_file(listing, candidates)

@@ -4,6 +4,7 @@
 CPU-trainable model the project ships, ``tiny`` is for fast tests. Every preset keeps every
 component (DINOv2-style patch embedder, alternating attention, camera head, depth and point
 DPT heads, instance adaptor and instance head); only widths, depths and head counts shrink.
+Only ``iggt-1b`` carries the released point tracker (``track_head``): nothing here trains one.
 """
 from __future__ import annotations
 
@@ -55,11 +56,28 @@ class IGGTConfig:
     before 2026-11-30; models trained that way (the first shipped small model) keep it. A saved
     ``config.json`` without this field predates it and is read as True (see `read_config`)."""
 
+    # Point tracker (the release's ``track_head``, VGGT's tracker).
+    track_head: bool = True
+    """Whether the model has the point tracker. The released model has it; the presets trained here
+    (``small``, ``tiny``, hence the shipped model) do not, and their loads say so. A saved
+    ``config.json`` without this field predates it and had no tracker (see `read_config`)."""
+    track_features: int = 128
+    """Width of the tracker's half-resolution feature maps (divisible by 4)."""
+    track_hidden_size: int = 384
+    """Width of the update transformer (8 attention heads)."""
+    track_depth: int = 6
+    track_iterations: int = 4
+    track_corr_levels: int = 7
+    track_corr_radius: int = 4
+
     # Runtime.
     frames_chunk_size: int = 12
     """The heads process this many views at a time, so their memory grows linearly with S."""
     gradient_checkpointing: bool = False
     """Recompute aggregator blocks in the backward pass (training only) to save memory."""
+    merge_ratio: float = 0.0
+    """Share of the patch tokens of views 1..S-1 merged away in global attention (training-free token
+    merging, `iggt.model.token_merge`); 0 (the default and the release) attends over every token."""
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so configs compare and hash consistently.
@@ -84,6 +102,13 @@ class IGGTConfig:
             problems.append(f"2 * embed_dim {2 * self.embed_dim} is not divisible by camera_heads {self.camera_heads}")
         if self.img_size % self.patch_size:
             problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if not 0 <= self.merge_ratio < 1:
+            problems.append(f"merge_ratio must lie in [0, 1), got {self.merge_ratio}")
+        if self.track_features % 4 or self.track_hidden_size % 8:
+            problems.append(f"track_features ({self.track_features}) must be divisible by 4 and track_hidden_size "
+                            f"({self.track_hidden_size}) by 8")
+        if min(self.track_depth, self.track_iterations, self.track_corr_levels, self.track_corr_radius) < 1:
+            problems.append("track_depth, track_iterations, track_corr_levels and track_corr_radius must be >= 1")
         if self.frames_chunk_size < 1:
             problems.append(f"frames_chunk_size must be >= 1, got {self.frames_chunk_size}")
         if problems:
@@ -138,6 +163,7 @@ PRESETS: dict[str, IGGTConfig] = {
         dpt_features=64,
         dpt_out_channels=(64, 128, 256, 256),
         instance_features=64,
+        track_head=False,
         frames_chunk_size=4,
     ),
     "tiny": IGGTConfig(
@@ -154,6 +180,7 @@ PRESETS: dict[str, IGGTConfig] = {
         dpt_features=32,
         dpt_out_channels=(32, 64, 128, 128),
         instance_features=32,
+        track_head=False,
         frames_chunk_size=4,
     ),
 }

@@ -10,12 +10,14 @@ File conventions:
 * GLB: a point cloud plus one frustum per camera, turned upright for common viewers
   (y up) with the same final transform as the official demo;
 * PLY: binary little-endian, vertex properties ``x y z`` (float), ``red green blue``
-  (uchar) and ``instance`` (int: instance id, -1 = background);
+  (uchar), ``instance`` (int: instance id, -1 = background) and ``label`` (int: index into the
+  open-vocabulary labels listed as ``comment label <index> <name>`` header lines, -1 = none);
 * masks: per view ``NNN_<name>_ids.png``, 16-bit, 0 = background and ``id + 1`` for
   instance ``id``; and ``NNN_<name>_overlay.png``, the photo blended with instance colours
   with white contours;
-* COLMAP: text model (``cameras.txt``, ``images.txt``, ``points3D.txt``) in the pixel
-  coordinates of the original photos, so it can be used with them directly.
+* COLMAP: text model (``cameras.txt``, ``images.txt``, ``points3D.txt``), the same model binary
+  in ``sparse/0`` and the photos in ``images/``, in the pixel coordinates of the original photos,
+  so Gaussian-splatting trainers and COLMAP itself use it with them directly.
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
-from iggt.geometry import invert_extrinsics, rotation_to_quaternion
+from iggt.geometry import invert_extrinsics
 from iggt.instances import normalize_features
 from iggt.progress import Progress
-from iggt.scene import BACKGROUND, Scene, ViewTransform, one_based_ids
+from iggt.scene import BACKGROUND, Scene, one_based_ids
+from iggt.sfm.colmap import CameraOptions, safe_stem as _safe_stem, view_name as _view_name, \
+    view_transform as _view_transform
 from iggt.structure import sky_pixels, structure_mask
 
 if TYPE_CHECKING:
@@ -275,7 +278,7 @@ def _viewer_transform(first_extrinsic: np.ndarray) -> np.ndarray:
 
 # -- PLY ----------------------------------------------------------------------------------
 _PLY_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
-                        ("blue", "u1"), ("instance", "<i4")])
+                        ("blue", "u1"), ("instance", "<i4"), ("label", "<i4")])
 
 
 def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = PointCloudOptions()) -> Path:
@@ -287,15 +290,29 @@ def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = Point
     for channel, name in enumerate(("red", "green", "blue")):
         vertices[name] = cloud.colors[:, channel]
     vertices["instance"] = cloud.instance
+    names, label_of_instance = _label_table(scene)
+    vertices["label"] = np.where(cloud.instance >= 0, label_of_instance[np.maximum(cloud.instance, 0)], -1)
     properties = "".join(f"property {kind} {name}\n" for name, kind in (
         ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"), ("green", "uchar"),
-        ("blue", "uchar"), ("instance", "int")))
+        ("blue", "uchar"), ("instance", "int"), ("label", "int")))
+    label_comments = "".join(f"comment label {index} {name}\n" for index, name in enumerate(names))
     header = ("ply\nformat binary_little_endian 1.0\ncomment IGGT point cloud; instance -1 = background\n"
-              f"element vertex {len(vertices)}\n{properties}end_header\n")
+              f"comment units: {scene.units}\n"
+              "comment label: index into the 'comment label <index> <name>' lines, -1 = none\n"
+              f"{label_comments}element vertex {len(vertices)}\n{properties}end_header\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header.encode("ascii") + vertices.tobytes())
+    path.write_bytes(header.encode("ascii", "replace") + vertices.tobytes())
     return path
+
+
+def _label_table(scene: Scene) -> tuple[list[str], np.ndarray]:
+    """The distinct open-vocabulary labels (first seen first) and each instance's index into them (-1 = none)."""
+    if scene.instances is None:
+        return [], np.full(1, -1, np.int32)
+    names = list(dict.fromkeys(i.label for i in scene.instances.info if i.label))
+    index = [names.index(i.label) if i.label else -1 for i in scene.instances.info]
+    return names, np.array(index or [-1], np.int32)
 
 
 # -- instance masks -----------------------------------------------------------------------
@@ -416,16 +433,6 @@ def _overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.n
     return np.round(blended).astype(np.uint8)
 
 
-def _view_name(scene: Scene, index: int) -> str:
-    return scene.view_names[index] if index < len(scene.view_names) else f"view_{index:03d}.png"
-
-
-def _safe_stem(name: str) -> str:
-    """A file-name-safe stem: no folders, no spaces."""
-    stem = Path(name).stem or "view"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-
-
 # -- JSON summary -------------------------------------------------------------------------
 def scene_summary(scene: Scene) -> dict:
     """Cameras and instances as plain JSON values (NaN becomes null)."""
@@ -448,6 +455,7 @@ def scene_summary(scene: Scene) -> dict:
         "num_views": scene.num_views,
         "image_size_hw": list(scene.image_size),
         "conventions": "OpenCV world-to-camera extrinsics, world = first camera; pixels of the model input",
+        "units": scene.units,
         "views": views,
         "num_instances": None if instances is None else len(instances),
         "instances": instances,
@@ -472,62 +480,30 @@ def _json_safe(value):
 
 
 # -- COLMAP -------------------------------------------------------------------------------
-def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000,
-                 conf_percentile: float = 50.0) -> Path:
-    """COLMAP text model: one PINHOLE camera and one image per view, confident depth points.
+def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000, conf_percentile: float = 50.0,
+                 cameras: CameraOptions = CameraOptions(), model=None,
+                 photos: Sequence[Image.Image] | None = None) -> Path:
+    """A COLMAP model of the scene: text in ``directory``, binary in ``directory/sparse/0``, and
+    ``photos`` (when given) in ``directory/images``, the layout Gaussian-splatting trainers read.
 
-    Coordinates follow COLMAP (pixel centres at +0.5) in each original photo's pixels, as
-    far as the view's `ViewTransform` knows it. Every point is observed in the view it was
-    unprojected from, and in any other view where it projects inside the image onto a
-    depth that agrees within `VISIBILITY_DEPTH_TOLERANCE`.
+    ``model``: a pycolmap `Reconstruction` to write as it is (the bundle-adjusted one of
+    `iggt.sfm.adjust`, with its tracks). Without it the model is built from the scene: one camera
+    per view (or one ``cameras.shared``), confident depth points, each observed in the view it was
+    unprojected from and in any other view where it projects inside the image onto a depth that
+    agrees within `VISIBILITY_DEPTH_TOLERANCE`. Coordinates are the original photos' pixels
+    (COLMAP's convention, pixel centres at +0.5), as far as each view's `ViewTransform` knows them.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cloud = select_points(scene, PointCloudOptions(geometry="depth", conf_percentile=conf_percentile,
-                                                   max_points=max_points))
-    height, width = scene.image_size
-    transforms = [_view_transform(scene, index) for index in range(scene.num_views)]
-    observations = _observations(scene, cloud)  # per view: (point index, x, y) in model pixels
+    from iggt.sfm.colmap import add_points, empty_reconstruction, image_file_name, write_model
 
-    camera_lines, image_lines = [], []
-    quaternions = rotation_to_quaternion(torch.from_numpy(scene.extrinsics[:, :, :3].astype(np.float64))).numpy()
-    tracks: list[list[tuple[int, int]]] = [[] for _ in range(len(cloud.points))]
-    for index, transform in enumerate(transforms):
-        scale_y = transform.original_size[0] / transform.resized_size[0]
-        scale_x = transform.original_size[1] / transform.resized_size[1]
-        fx, fy = scene.intrinsics[index, 0, 0] * scale_x, scene.intrinsics[index, 1, 1] * scale_y
-        cy, cx = transform.to_original(scene.intrinsics[index, 1, 2] + 0.5, scene.intrinsics[index, 0, 2] + 0.5)
-        camera_lines.append(f"{index + 1} PINHOLE {transform.original_size[1]} {transform.original_size[0]} "
-                            f"{fx:.6f} {fy:.6f} {float(cx):.6f} {float(cy):.6f}")
-        qx, qy, qz, qw = quaternions[index]
-        tx, ty, tz = scene.extrinsics[index, :, 3]
-        name = _safe_stem(_view_name(scene, index)) + (Path(_view_name(scene, index)).suffix or ".png")
-        image_lines.append(f"{index + 1} {qw:.9f} {qx:.9f} {qy:.9f} {qz:.9f} {tx:.9f} {ty:.9f} {tz:.9f} "
-                           f"{index + 1} {name}")
-        point_ids, xs, ys = observations[index]
-        ys_orig, xs_orig = transform.to_original(ys + 0.5, xs + 0.5)
-        image_lines.append(" ".join(f"{x:.3f} {y:.3f} {p + 1}" for x, y, p in zip(xs_orig, ys_orig, point_ids)))
-        for slot, point in enumerate(point_ids):
-            tracks[point].append((index + 1, slot))
-
-    point_lines = []
-    for point, (xyz, rgb, track) in enumerate(zip(cloud.points, cloud.colors, tracks)):
-        observed = " ".join(f"{image} {slot}" for image, slot in track)
-        point_lines.append(f"{point + 1} {xyz[0]:.6f} {xyz[1]:.6f} {xyz[2]:.6f} {rgb[0]} {rgb[1]} {rgb[2]} 0 "
-                           f"{observed}")
-
-    header = f"# written by IGGT from {scene.num_views} views of {width}x{height} model input\n"
-    (directory / "cameras.txt").write_text(header + "\n".join(camera_lines) + "\n")
-    (directory / "images.txt").write_text(header + "\n".join(image_lines) + "\n")
-    (directory / "points3D.txt").write_text(header + "\n".join(point_lines) + "\n")
-    return directory
-
-
-def _view_transform(scene: Scene, index: int) -> ViewTransform:
-    """The view's transform, or the identity when the scene does not carry one."""
-    if index < len(scene.view_transforms):
-        return scene.view_transforms[index]
-    return ViewTransform(scene.image_size, scene.image_size)
+    if model is None:
+        cloud = select_points(scene, PointCloudOptions(geometry="depth", conf_percentile=conf_percentile,
+                                                       max_points=max_points))
+        observations = _observations(scene, cloud)  # per view: (point index, x, y) in model pixels
+        model = empty_reconstruction(scene, cameras, [np.stack([xs, ys], axis=1) for _, xs, ys in observations])
+        add_points(model, cloud.points, cloud.colors,
+                   [(points, np.arange(len(points))) for points, _, _ in observations])
+    names = [image_file_name(scene, index) for index in range(scene.num_views)]
+    return write_model(model, directory, photos, names)
 
 
 def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -557,12 +533,15 @@ def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.
 # -- everything ---------------------------------------------------------------------------
 def export_all(scene: Scene, out_dir: str | Path, formats: Sequence[str] = FORMATS,
                options: PointCloudOptions = PointCloudOptions(), progress: Progress | None = None,
-               photos: Sequence[Image.Image] | None = None) -> dict[str, Path]:
+               photos: Sequence[Image.Image] | None = None, colmap_model=None,
+               cameras: CameraOptions = CameraOptions()) -> dict[str, Path]:
     """Write each requested format into ``out_dir``; returns what was written, by name.
 
     ``glb`` writes ``scene.glb`` (photo colours), and also ``instances.glb`` when the scene
     has instances and ``features.glb`` (PCA of the instance features). ``photos`` (one per view)
-    are what the mask overlays are drawn on (see `write_instance_masks`).
+    are what the mask overlays are drawn on (see `write_instance_masks`) and what the COLMAP model's
+    ``images`` folder holds; ``colmap_model`` and ``cameras`` are `write_colmap`'s ``model`` and
+    ``cameras``.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -590,7 +569,8 @@ def export_all(scene: Scene, out_dir: str | Path, formats: Sequence[str] = FORMA
         elif name == "json":
             written["json"] = write_summary(scene, out_dir / "summary.json")
         elif name == "colmap":
-            written["colmap"] = write_colmap(scene, out_dir / "colmap")
+            written["colmap"] = write_colmap(scene, out_dir / "colmap", cameras=cameras, model=colmap_model,
+                                             photos=photos)
         elif name == "scene":
             written["scene"] = scene.save(out_dir / "scene.npz")
     if progress is not None:

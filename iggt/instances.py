@@ -16,16 +16,20 @@ Why it is fast: HDBSCAN of every pixel (2 M for 10 views) takes tens of minutes.
 uniform sample of ~10k pixels with the sizes scaled to the sample (and, opt-in, to the view
 size: see `ClusteringConfig`), and label the rest by nearest clustered sample in feature
 space, coarse to fine in the image; the 3D smoothing runs as a gated image-space filter.
-`benchmarks/clustering.py` measures the agreement with the exact method (`OFFICIAL_METHOD`)
-and the times.
+`OFFICIAL_METHOD` is the released demo's exact (slow) computation, `OFFICIAL_METHOD_52B129A`
+the one of its previous version; `benchmarks/clustering.py` measures the agreement of ours with
+them and the times.
 """
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from iggt.progress import Progress
@@ -49,21 +53,21 @@ class ClusteringConfig:
     fewer pixels of a smaller view. Scaled sizes never go below ``min_scaled_cluster_size`` /
     ``min_scaled_samples``: a density estimate from one or two samples is too noisy to be
     useful, so at very low ratios the effective sizes are somewhat larger than the preset's.
-    The defaults are the "medium" preset, the one the released ``demo.py`` runs.
+    The defaults are the "large" preset, the one the released ``demo.py`` runs (`RELEASE_PRESET`).
     """
 
     min_cluster_size: int = 500
     min_samples: int = 100
-    cluster_selection_epsilon: float = 0.01
+    cluster_selection_epsilon: float = 0.06
     knn_k: int = 20
     """Neighbours averaged by the 3D smoothing (the pixel itself excluded)."""
     smoothing: Literal["image", "knn3d", "none"] = "image"
     """``"knn3d"``: exact mean of the ``knn_k`` nearest 3D points over all views (a k-d tree
-    query per pixel). ``"image"``: mean over the smallest square image window with at least
-    ``knn_k`` neighbours, keeping only neighbours on the same surface (see ``smoothing_gate``);
-    several times faster, see `smooth_features_image`. ``"none"``: the normalised features as
-    they are, which is what the released demo clusters (it computes the 3D k-NN smoothing only
-    for a PCA picture; the smoothed features are commented out of its clustering call)."""
+    query per pixel), what the release's demo clusters since commit bec6604. ``"image"``: mean
+    over the smallest square image window with at least ``knn_k`` neighbours, keeping only
+    neighbours on the same surface (see ``smoothing_gate``); several times faster, see
+    `smooth_features_image`. ``"none"``: the normalised features as they are, what the demo
+    clustered before (demo.py blob 52b129a). Smoothed features are not re-normalised (as released)."""
     smoothing_gate: float = 3.0
     """Image smoothing: a neighbour counts when its 3D distance is at most this many times
     its pixel offset times the pixel footprint (depth / focal length); 3 accepts surfaces
@@ -86,6 +90,11 @@ class ClusteringConfig:
     computes for them. ``None`` (the default, as released) = sizes used as given. Not the default
     because the shipped model's features fall apart into many small instances at the floors below
     (its model card has the figures: strict T-mIoU up, about 50 instances per scene for 8 objects)."""
+    split_gap: float | None = None
+    """Opt-in: split every instance into its parts that are connected in 3D, parts being apart
+    when a gap of about this share of the scene size (the diagonal of the box holding 96 % of
+    the labelled points) separates them; see `split_disconnected`. Features of two objects can
+    be close while the objects are apart in 3D: the clustering alone merges them. ``None``: off."""
     min_scaled_cluster_size: int = 10
     min_scaled_samples: int = 5
     max_references_per_cluster: int | None = 200
@@ -99,7 +108,8 @@ class ClusteringConfig:
         "medium": dict(cluster_selection_epsilon=0.01, min_samples=100, min_cluster_size=500),
         "large": dict(cluster_selection_epsilon=0.06, min_samples=100, min_cluster_size=500),
     }
-    """The released demo's presets (``knn_k`` = 20 in all); it runs "medium" (the others are commented out)."""
+    """The released demo's presets (``knn_k`` = 20 in all). Its demo.py runs "large" since commit
+    bec6604 (21 Nov 2025) and ran "medium" before (blob 52b129a); the others are commented out."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -111,6 +121,8 @@ class ClusteringConfig:
             problems.append(f"confidence_percentile must be in [0, 100], got {self.confidence_percentile}")
         if self.smoothing not in ("image", "knn3d", "none"):
             problems.append(f"smoothing must be 'image', 'knn3d' or 'none', got {self.smoothing!r}")
+        if self.split_gap is not None and not 0 < self.split_gap < 1:
+            problems.append(f"split_gap must be in (0, 1) or None, got {self.split_gap}")
         if self.reference_view_pixels is not None and self.reference_view_pixels < 1:
             problems.append(f"reference_view_pixels must be at least 1 or None, got {self.reference_view_pixels}")
         for name in ("max_cluster_points", "max_references_per_cluster"):
@@ -143,13 +155,38 @@ class ClusteringConfig:
 OFFICIAL_VIEW_PIXELS = 518 * 392
 """Pixels of one view of the released demo's input (518 x 392 for a 4:3 photo): 203,056."""
 
-OFFICIAL_METHOD = dict(smoothing="none", confidence_percentile=0.0, max_cluster_points=None,
-                       max_references_per_cluster=None, assignment_stride=1)
-"""Overrides that make `segment_instances` the released demo's exact (slow) computation:
-``ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)``. HDBSCAN of every pixel of every
-view on the normalised features with the preset's sizes as given at any resolution, nothing
-dropped as background (only pixels without any usable geometry), noise re-assigned to its
-nearest clustered pixel."""
+RELEASE_PRESET = "large"
+"""The preset the release's demo.py runs (commit bec6604); the app and ``reconstruct`` use it for
+every model but the shipped small one."""
+
+SHIPPED_MODEL_PRESET = "small"
+"""The preset the app and ``reconstruct`` use for the shipped small model: the best on the
+benchmark (docs/clustering.md has the figures)."""
+
+
+def default_preset(checkpoint: str | Path) -> str:
+    """The clustering preset the app, ``reconstruct`` and ``evaluate`` use for a model by default:
+    `SHIPPED_MODEL_PRESET` for the shipped small model, `RELEASE_PRESET` for any other."""
+    from iggt.reconstruct import DEFAULT_CHECKPOINT  # here: it imports torch, which --help should not pay
+
+    shipped = Path(checkpoint).expanduser().resolve() == DEFAULT_CHECKPOINT.resolve()
+    return SHIPPED_MODEL_PRESET if shipped else RELEASE_PRESET
+
+
+OFFICIAL_METHOD = ClusteringConfig.from_preset(
+    "large", smoothing="knn3d", confidence_percentile=0.0, max_cluster_points=None,
+    max_references_per_cluster=None, assignment_stride=1)
+"""`segment_instances` as the release's demo.py at its HEAD, commit bec6604 (21 Nov 2025),
+computes it (slow): the L2-normalised features of every pixel averaged over their 20 nearest
+neighbours among the depth-unprojected points of all views together (the pixel itself excluded,
+the mean not re-normalised), HDBSCAN of every pixel of every view with the "large" sizes as given
+at any resolution, nothing dropped as background (only pixels without any usable geometry), noise
+re-assigned to its nearest clustered pixel in the smoothed feature space."""
+
+OFFICIAL_METHOD_52B129A = replace(OFFICIAL_METHOD, smoothing="none", **ClusteringConfig.PRESETS["medium"])
+"""The release's previous demo.py (blob 52b129a, in commits 9ac0976 to d02f9ff, 19-21 Nov 2025; the
+first demo, of commit 50c29c2, clusters the same way): as `OFFICIAL_METHOD`, but the normalised
+features unsmoothed and the "medium" sizes."""
 
 
 # -- the instance step -----------------------------------------------------------------------
@@ -171,7 +208,8 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
        feature space (`assign_labels`); this also re-assigns noise, as the official demo does.
        If HDBSCAN finds no cluster at all, every confident pixel forms one instance (as the
        official demo).
-    5. `describe_instances`: ids by decreasing size, colours, statistics (3D from
+    5. Opt-in (``split_gap``): instances whose parts are apart in 3D are split (`split_disconnected`).
+    6. `describe_instances`: ids by decreasing size, colours, statistics (3D from
        `points_from_depth`).
     """
     config = config or ClusteringConfig()
@@ -179,18 +217,8 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
     _check_scene(scene)
     report(0.0, "Selecting confident pixels")
     confident = confident_pixels(scene, config)
-    features = normalize_features(scene.features)
     report(0.1, f"Smoothing features over 3D neighbours ({config.smoothing})")
-    if config.smoothing == "none":
-        smoothed = features
-    elif config.smoothing == "image":
-        focal = scene.intrinsics[:, [0, 1], [0, 1]].mean(axis=1)
-        smoothed = smooth_features_image(features, scene.points_from_depth, scene.depth, focal, confident,
-                                         config.knn_k, config.smoothing_gate)
-    else:
-        smoothed = features.copy()
-        smoothed[confident] = smooth_features_knn3d(features[confident], scene.points_from_depth[confident],
-                                                    config.knn_k)
+    smoothed = smooth_features(scene, confident, config)
 
     pixels = np.flatnonzero(confident)
     report(0.4, f"Clustering a sample of {len(pixels)} confident pixels")
@@ -206,6 +234,11 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
             stride=config.assignment_stride)
     else:
         labels[confident] = 0
+    if config.split_gap is not None:
+        report(0.8, "Splitting instances into their parts connected in 3D")
+        view_pixels = int(np.prod(scene.image_size))
+        labels = split_disconnected(labels, scene.points_from_depth, config.split_gap,
+                                    min_part=config.sample_sizes(len(pixels), len(pixels), view_pixels)[0])
     report(0.9, "Measuring instances")
     instances = describe_instances(labels, scene.points_from_depth, scene.images)
     report(1.0, f"{instances.count} instances")
@@ -238,21 +271,42 @@ def normalize_features(features: np.ndarray) -> np.ndarray:
 
 
 # -- 3D smoothing ----------------------------------------------------------------------------
+def smooth_features(scene: Scene, confident: np.ndarray, config: ClusteringConfig) -> np.ndarray:
+    """The features that are clustered, ``[S, H, W, D]``: L2-normalised, then smoothed over the
+    3D points (`Scene.points_from_depth`) of the ``confident`` pixels as ``config.smoothing`` says."""
+    features = normalize_features(scene.features)
+    if config.smoothing == "none":
+        return features
+    if config.smoothing == "image":
+        focal = scene.intrinsics[:, [0, 1], [0, 1]].mean(axis=1)
+        return smooth_features_image(features, scene.points_from_depth, scene.depth, focal, confident,
+                                     config.knn_k, config.smoothing_gate)
+    smoothed = features.copy()
+    smoothed[confident] = smooth_features_knn3d(features[confident], scene.points_from_depth[confident],
+                                                config.knn_k)
+    return smoothed
+
+
 def smooth_features_knn3d(features: np.ndarray, points: np.ndarray, k: int,
                           chunk: int = 1 << 17) -> np.ndarray:
     """Each row becomes the mean feature of its ``k`` nearest 3D points, itself excluded (official).
 
-    ``features`` ``[N, D]``, ``points`` ``[N, 3]``: every pixel of every view together. Queried
-    ``chunk`` rows at a time to bound the memory of the neighbour lists.
+    ``features`` ``[N, D]``, ``points`` ``[N, 3]``: every pixel of every view together. As the
+    release's ``knn_graph(loop=False)``: the ``k + 1`` nearest points are found and the row itself
+    is dropped from them; a row whose point has duplicates may not be among its own ``k + 1``
+    nearest, and then all ``k + 1`` are averaged. Queried ``chunk`` rows at a time to bound the
+    memory of the neighbour lists.
     """
-    k = min(k, len(points) - 1)
-    if k < 1:
+    nearest = min(k + 1, len(points))
+    if nearest < 2:
         return features.copy()
     tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
     smoothed = np.empty_like(features)
     for start in range(0, len(points), chunk):
-        _, neighbours = tree.query(points[start:start + chunk], k=k + 1, workers=-1)
-        smoothed[start:start + chunk] = features[neighbours[:, 1:]].mean(axis=1)
+        _, neighbours = tree.query(points[start:start + chunk], k=nearest, workers=-1)
+        others = neighbours != np.arange(start, start + len(neighbours))[:, None]
+        sums = np.einsum("nk,nkd->nd", others.astype(features.dtype), features[neighbours])
+        smoothed[start:start + chunk] = sums / others.sum(axis=1, keepdims=True).astype(features.dtype)
     return smoothed
 
 
@@ -387,6 +441,50 @@ def assign_labels(labels: np.ndarray, features: np.ndarray, confident: np.ndarra
     fill = pending & agree
     labels[fill] = corners[0][fill]
     search(pending & ~agree)
+
+
+# -- 3D connectivity -------------------------------------------------------------------------
+def split_disconnected(labels: np.ndarray, points: np.ndarray, gap: float, min_part: int) -> np.ndarray:
+    """``[S, H, W]`` labels where every instance's parts that are apart in 3D have labels of their own.
+
+    The distance scale comes from the scene: ``gap`` x the diagonal of the box spanning the 2nd to
+    98th percentile of the labelled points. Each instance's points are binned into cubes of that
+    size; cubes that touch (faces, edges or corners) are one part, so parts closer than one cube
+    stay together and parts more than two cubes apart are always split. The largest part keeps
+    the label, other parts of at least ``min_part`` pixels get new labels; smaller parts (stray
+    points, mostly) keep the label too. All views are binned together, so a part is the same in
+    every view.
+    """
+    labelled = (labels >= 0) & np.isfinite(points).all(axis=-1)
+    if not labelled.any():
+        return labels
+    ids, cloud = labels[labelled], points[labelled].astype(np.float64)
+    low, high = np.percentile(cloud, BOX_PERCENTILES, axis=0)
+    cube = gap * float(np.linalg.norm(high - low))
+    if not cube > 0:
+        return labels
+    cells = np.floor((cloud - low) / cube).astype(np.int64)
+    split = ids.copy()
+    next_label = int(ids.max()) + 1
+    for label in np.unique(ids):
+        members = np.flatnonzero(ids == label)
+        occupied, cell_of_member = np.unique(cells[members], axis=0, return_inverse=True)
+        if len(occupied) < 2:
+            continue
+        pairs = cKDTree(occupied).query_pairs(r=1.75, output_type="ndarray")  # sqrt(3): the 26 neighbours
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(occupied),) * 2)
+        count, part_of_cell = connected_components(graph, directed=False)
+        if count < 2:
+            continue
+        part = part_of_cell[cell_of_member.reshape(-1)]
+        sizes = np.bincount(part, minlength=count)
+        for kept in np.flatnonzero(sizes >= min_part):
+            if kept != sizes.argmax():
+                split[members[part == kept]] = next_label
+                next_label += 1
+    result = labels.copy()
+    result[labelled] = split
+    return result
 
 
 # -- display colours -------------------------------------------------------------------------

@@ -72,13 +72,14 @@ def describe_model(model: IGGT) -> str:
     def architecture(config: IGGTConfig) -> IGGTConfig:
         # runtime switches, the position-table size and the pre-fix instance head do not change which model it is
         return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=own.img_size,
-                       apply_discarded_cross_attention=own.apply_discarded_cross_attention)
+                       apply_discarded_cross_attention=own.apply_discarded_cross_attention, merge_ratio=0.0)
 
     preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), "custom")
     if preset != "custom" and PRESETS[preset].img_size != own.img_size:
         preset = f"{preset} at {own.img_size} px"
     head = ", pre-fix instance head" if own.apply_discarded_cross_attention else ""
-    return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters{head})"
+    merging = f", token merging {own.merge_ratio:g}" if own.merge_ratio else ""
+    return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters{head}{merging})"
 
 
 class Reconstructor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,16 @@ class InstanceInfo:
     structure: bool = False
     """Floor, wall, ceiling or another large plane rather than an object (`iggt.structure`);
     scene files written before this flag existed load with False."""
+    label: str | None = None
+    """Open-vocabulary label from an image-text embedding model (`grounding.openvocab`); structure
+    instances get "floor", "wall" or "ceiling". Files written before labels existed load with None."""
+    label_score: float | None = None
+    """Calibrated probability of ``label`` (softmax over the vocabulary), 1.0 for structure."""
+
+    @property
+    def display_name(self) -> str | None:
+        """What to call the instance: the VLM's name when one was asked, else the label."""
+        return self.name or self.label
 
     @property
     def size(self) -> tuple[float, float, float]:
@@ -142,6 +152,17 @@ class Instances:
     def colors(self) -> np.ndarray:
         """``[K, 3]`` uint8 display colours, indexed by instance id."""
         return np.array([i.color for i in self.info], dtype=np.uint8).reshape(-1, 3)
+
+    @property
+    def label_names(self) -> list[str | None]:
+        """Open-vocabulary label of every instance (None where not labelled)."""
+        return [i.label for i in self.info]
+
+    def with_labels(self, labels: dict[int, tuple[str, float]]) -> "Instances":
+        """A copy whose instances carry these (label, score) pairs, by instance id; others keep theirs."""
+        info = [replace(i, label=labels[i.id][0], label_score=float(labels[i.id][1])) if i.id in labels else i
+                for i in self.info]
+        return Instances(self.labels, info)
 
     def mask(self, instance_id: int) -> np.ndarray:
         """``[S, H, W]`` boolean mask of one instance in every view."""
@@ -199,6 +220,9 @@ class Scene(ViewStack):
     view_transforms: list[ViewTransform] = field(default_factory=list)
     model_name: str = ""
     instances: Instances | None = None
+    units: str = "model units"
+    """What one unit of length is: "model units" (arbitrary) unless a known length set the scale
+    ("m", `iggt.sfm.scale`) or known poses brought their own; every size shown is in these units."""
 
     def with_instances(self, instances: Instances | None) -> "Scene":
         """A copy that shares the arrays but carries other instances."""
@@ -234,6 +258,7 @@ class Scene(ViewStack):
             "view_names": list(self.view_names),
             "view_transforms": [asdict(t) for t in self.view_transforms],
             "model_name": self.model_name,
+            "units": self.units,
             "instances": None,
         }
         if self.instances is not None:
@@ -267,4 +292,5 @@ class Scene(ViewStack):
         transforms = [ViewTransform(tuple(t["original_size"]), tuple(t["resized_size"]), tuple(t["offset"]))
                       for t in meta["view_transforms"]]
         return cls(**{n: arrays[n] for n in cls._ARRAYS}, view_names=meta["view_names"],
-                   view_transforms=transforms, model_name=meta["model_name"], instances=instances)
+                   view_transforms=transforms, model_name=meta["model_name"], instances=instances,
+                   units=meta.get("units", "model units"))

@@ -14,7 +14,7 @@ Every problem with the input raises `InputError` with a message that names the f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -37,6 +37,9 @@ DEFAULT_MAX_SIDE = 2048
 """Photos are decoded at no more than this many pixels on their long side (far above any model input)."""
 
 Background = Literal["white", "black"]
+FrameSelection = Literal["uniform", "change"]
+"""How ``frames`` views are chosen from a longer video: evenly spaced in time, or evenly spaced in image
+change and sharp (`select_frames_by_change`)."""
 Mode = Literal["crop", "pad", "resize"]
 _BACKGROUND_RGB = {"white": (255, 255, 255), "black": (0, 0, 0)}
 _PAD_VALUE = 1.0
@@ -57,6 +60,8 @@ class LoadedView:
     """Display name, unique within one `load_views` call (file name, or video name + frame)."""
     original_size: tuple[int, int]
     """(height, width) of the upright original before any downscaling."""
+    frame_index: int | None = None
+    """The frame's index in its video (None for a photo)."""
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -69,16 +74,22 @@ def load_views(
     max_frames: int | None = None,
     background: Background = "white",
     max_side: int = DEFAULT_MAX_SIDE,
+    selection: FrameSelection = "uniform",
 ) -> list[LoadedView]:
     """Open photos, folders of photos, videos and PIL images, in the order given.
 
     A folder contributes its image files in sorted order. A video contributes every
-    ``every``-th frame, or ``frames`` evenly spaced frames; with neither, ``max_frames``
-    evenly spaced frames (default `DEFAULT_VIDEO_FRAMES`). No video gives more than
-    ``max_frames`` or ``max_views`` frames. Transparent pixels are composited over ``background``.
+    ``every``-th frame, or ``frames`` frames chosen by ``selection`` (evenly spaced, or by image
+    change); with neither, ``max_frames`` frames (default `DEFAULT_VIDEO_FRAMES`). No video gives
+    more than ``max_frames`` or ``max_views`` frames; each frame view records its ``frame_index``.
+    Transparent pixels are composited over ``background``.
     """
     if every is not None and frames is not None:
         raise InputError("give either every (every k-th frame) or frames (N evenly spaced), not both")
+    if selection not in ("uniform", "change"):
+        raise InputError(f"frame selection must be uniform or change, not {selection!r}")
+    if every is not None and selection != "uniform":
+        raise InputError("every takes every k-th frame; frame selection by change needs a number of frames instead")
     if any(value is not None and value < 1 for value in (every, frames, max_frames)):
         raise InputError("every, frames and max_frames must be positive whole numbers")
     if background not in _BACKGROUND_RGB:
@@ -103,7 +114,7 @@ def load_views(
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
             caps = [cap for cap in (max_frames, max_views) if cap is not None]
             sampling = _FrameSampling(every, frames or max_frames or DEFAULT_VIDEO_FRAMES,
-                                      min(caps, default=DEFAULT_MAX_VIEWS))
+                                      min(caps, default=DEFAULT_MAX_VIEWS), selection)
             views.extend(_load_video(path, sampling, background, max_side))
         else:
             views.append(_load_image(path, background, max_side))
@@ -192,23 +203,93 @@ def _register_heif() -> None:
 
 @dataclass(frozen=True)
 class _FrameSampling:
-    """Which frames of a video become views: every k-th (when ``every``), else ``count`` evenly spaced."""
+    """Which frames of a video become views: every k-th (when ``every``), else ``count`` chosen by ``selection``."""
 
     every: int | None
     count: int
     cap: int
+    selection: FrameSelection = "uniform"
 
-    def indices(self, total: int) -> set[int]:
+    @property
+    def wanted(self) -> int:
+        return min(self.count, self.cap)
+
+    def uniform(self, total: int) -> list[int]:
         if total == 0:
-            return set()
+            return []
         if self.every is not None:
-            return set(range(0, total, self.every)[:self.cap])
-        count = min(self.count, self.cap, total)
-        return {int(i) for i in np.round(np.linspace(0, total - 1, count))}
+            return list(range(0, total, self.every)[:self.cap])
+        return sorted({int(i) for i in np.round(np.linspace(0, total - 1, min(self.wanted, total)))})
+
+
+CHANGE_THUMBNAIL = (32, 24)
+"""(width, height) of the grey thumbnails whose differences measure the image change between frames."""
+SHARPNESS_SIDE = 160
+"""Long side of the grey image whose Laplacian variance measures a frame's sharpness."""
+
+
+@dataclass
+class FrameMeasures:
+    """What frame selection by change looks at, per frame of a video."""
+
+    thumbnails: np.ndarray
+    """``[N, h, w]`` float grey thumbnails, each normalised to zero mean and unit deviation."""
+    sharpness: np.ndarray
+    """``[N]`` variance of the Laplacian (low: blurred)."""
+
+    @classmethod
+    def of(cls, frames: Iterable[Image.Image]) -> "FrameMeasures":
+        thumbnails, sharpness = [], []
+        for frame in frames:
+            grey = frame.convert("L")
+            small = np.asarray(grey.resize(CHANGE_THUMBNAIL, Image.Resampling.BILINEAR), np.float64)
+            thumbnails.append((small - small.mean()) / (small.std() + 1e-6))
+            scale = SHARPNESS_SIDE / max(grey.size)
+            if scale < 1:
+                grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+                                   Image.Resampling.BILINEAR)
+            sharpness.append(_laplacian_variance(np.asarray(grey, np.float64)))
+        return cls(np.stack(thumbnails), np.array(sharpness))
+
+    def change(self) -> np.ndarray:
+        """``[N - 1]`` image change from each frame to the next: 1 - their thumbnails' correlation (0: same view)."""
+        flat = self.thumbnails.reshape(len(self.thumbnails), -1)
+        correlation = (flat[1:] * flat[:-1]).mean(axis=1)
+        return np.clip(1 - correlation, 0, None)
+
+
+def _laplacian_variance(grey: np.ndarray) -> float:
+    if min(grey.shape) < 3:
+        return 0.0
+    laplacian = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1])
+    return float(laplacian.var())
+
+
+def select_frames_by_change(measures: FrameMeasures, count: int) -> list[int]:
+    """``count`` frame indices spread evenly over the video's accumulated image change, the sharpest of each stretch.
+
+    The accumulated change (the running sum of `FrameMeasures.change`) is cut into ``count``
+    equal stretches; from each, the sharpest frame is taken. A still camera then gives few views
+    and a fast pan many, so neighbouring views overlap about equally, and blurred frames are
+    avoided where a sharper one shows nearly the same.
+    """
+    total = len(measures.sharpness)
+    if count >= total:
+        return list(range(total))
+    progress = np.concatenate(([0.0], np.cumsum(measures.change())))
+    if progress[-1] <= 0:  # nothing moves: evenly spaced in time
+        progress = np.arange(total, dtype=np.float64)
+    stretch = np.minimum((progress / progress[-1] * count).astype(int), count - 1)
+    chosen = []
+    for part in range(count):
+        members = np.flatnonzero(stretch == part)
+        if len(members):
+            chosen.append(int(members[np.argmax(measures.sharpness[members])]))
+    return chosen
 
 
 def _load_video(path: Path, sampling: _FrameSampling, background: Background, max_side: int) -> list[LoadedView]:
-    """Decode the sampled frames of one video."""
+    """Decode the chosen frames of one video (two passes: which frames, then those frames)."""
     import av
 
     if not path.is_file():
@@ -217,15 +298,19 @@ def _load_video(path: Path, sampling: _FrameSampling, background: Background, ma
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path.name} has no video stream")
-            stream = container.streams.video[0]
-            total = sum(1 for packet in container.demux(stream) if packet.size)
-        wanted = sampling.indices(total)
+            if sampling.selection == "change":
+                measures = FrameMeasures.of(frame.to_image() for frame in container.decode(video=0))
+                wanted = set(select_frames_by_change(measures, sampling.wanted))
+            else:
+                stream = container.streams.video[0]
+                wanted = set(sampling.uniform(sum(1 for packet in container.demux(stream) if packet.size)))
         views: list[LoadedView] = []
         with av.open(str(path)) as container:
             for index, frame in enumerate(container.decode(video=0)):
                 if index in wanted:
                     image = _rotate_for_display(frame.to_image(), frame.rotation)
                     view = _view_from_pil(image, f"{path.stem}_frame{index:05d}.png", background, max_side)
+                    view.frame_index = index
                     views.append(view)
                 if len(views) == len(wanted):
                     break
@@ -236,6 +321,15 @@ def _load_video(path: Path, sampling: _FrameSampling, background: Background, ma
     if not views:
         raise InputError(f"{path.name}: no decodable video frame")
     return views
+
+
+def chosen_frames(views: Sequence[LoadedView]) -> dict[str, list[int]]:
+    """Per video (by the stem its views are named after), the indices of the frames taken, in order."""
+    frames: dict[str, list[int]] = {}
+    for view in views:
+        if view.frame_index is not None:
+            frames.setdefault(view.name.rsplit("_frame", 1)[0], []).append(view.frame_index)
+    return frames
 
 
 def _rotate_for_display(image: Image.Image, rotation: int) -> Image.Image:

@@ -1,6 +1,7 @@
 """Spatial tools, the action format, naming, verify and agent modes, and the `ask` command."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,10 @@ def test_spatial_errors_are_clear(call, message):
     ('{"action": "list_instances"}', None),
     ('```json\n{"action": "look", "ids": [1]}\n```', None),
     ('{"action": "sort", "ids": "all", "by": "left_to_right", "view": 1}', None),
-    ('Sure! {"action": "list_instances"}', "not a single JSON object"),
+    ('Sure! {"action": "list_instances"}', None),
+    ('Sure! Here is my next action:\n```json\n{"action": "look", "ids": [2]}\n```\nLet me know the result.', None),
+    ('{"action": "look", "ids": [1]} or {"action": "look", "ids": [2]}', "2 different ones"),
+    ('I would look at the red one.', "none found"),
     ('{"action": "fly"}', "unknown action"),
     ('{"action": "check", "ids": [1]}', "needs field(s) question"),
     ('{"action": "distance", "a": 1, "b": 2, "c": 3}', "unknown field(s) c"),
@@ -105,13 +109,16 @@ def test_actions_are_parsed_strictly(text, problem):
 def test_names_are_parsed_strictly():
     assert parse_names('{"1": "Red  Mug", "2": "chair"}', 2) == ({1: "red mug", 2: "chair"}, None)
     assert parse_names('{"3": "mug"}', 2)[1] == "unknown image number '3'"
-    assert parse_names("a mug", 1) == ({}, "not a JSON object")
+    assert parse_names("a mug", 1) == ({}, "not a single JSON object (none found)")
+    assert parse_names('Here are the names:\n```json\n{"1": "mug"}\n```', 1) == ({1: "mug"}, None)
 
 
 def test_target_phrase():
     assert target_phrase("Where is the red cube?") == "the red cube"
     assert target_phrase("Which object is the blue ball") == "the blue ball"
     assert target_phrase("the green cone") == "the green cone"
+    assert target_phrase("How many cubes are there?") == "cubes"
+    assert target_phrase("Count the red spheres") == "red spheres"
 
 
 # -- with the seeing server ------------------------------------------------------------------
@@ -171,7 +178,7 @@ class ScriptedVLM(BaseVLM):
         super().__init__(max_concurrency=2)
         self.replies = list(replies)
 
-    def _ask(self, images, prompt, system, history, want_logprobs):
+    def _ask(self, images, prompt, system, history, **options):
         if system is None:
             return VLMAnswer("Yes")
         return VLMAnswer(self.replies.pop(0) if self.replies else '{"action": "list_instances"}')
@@ -223,3 +230,85 @@ def test_ask_command_names_a_bad_scene_file(tmp_path):
                                 "--base-url", "http://127.0.0.1:9/v1"],
                                cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2 and "broken.npz" in completed.stderr
+
+
+# -- answers that agree with themselves -------------------------------------------------------
+
+def named(scene, names: dict[int, str], structure: set[int] = frozenset()):
+    """The scene with these instance names (and these instances marked structure)."""
+    from dataclasses import replace as with_fields
+
+    from iggt.scene import Instances
+    infos = [with_fields(i, name=names.get(i.id, i.name), structure=i.id in structure) for i in scene.instances.info]
+    return scene.with_instances(Instances(scene.instances.labels, infos))
+
+
+class DoubtingVLM(BaseVLM):
+    """Says yes to every check of a several-view highlight and no to a single view cropped tighter
+    (a re-check): what a VLM does that is fooled by context but not by a sharp look."""
+
+    def __init__(self):
+        super().__init__(max_concurrency=2)
+        self.questions: list[str] = []
+
+    def _ask(self, images, prompt, system, history, **options):
+        self.questions.append(prompt.split("\n")[0])
+        square = images and images[0].width == images[0].height  # one tile: the re-check's highlight
+        return VLMAnswer("No" if square else "Yes")
+
+
+def several_view_instances(scene) -> list[int]:
+    return [i.id for i in scene.instances.info if len(i.views) >= 2]
+
+
+def test_verify_checks_the_target_noun_phrase_not_the_whole_question(generated):
+    _, scene = generated
+    vlm = DoubtingVLM()
+    result = answer(scene, "How many cubes are there?", vlm, "verify", AgentConfig(name_instances=False))
+    assert set(vlm.questions) >= {"Is the object outlined in magenta a cube?"}
+    assert not any("How many" in question for question in vlm.questions)
+    assert result.text.startswith("There are ")
+
+
+def test_an_instance_whose_name_contradicts_the_target_is_checked_again_and_left_out(generated):
+    _, scene = generated
+    first, second = several_view_instances(scene)[:2]
+    scene = named(scene, {first: "purple cone", second: "red cube"})
+    result = answer(scene, "How many cubes are there?", DoubtingVLM(), "verify", AgentConfig(name_instances=False))
+    assert first not in result.instance_ids and second in result.instance_ids
+    (recheck,) = [step for step in result.trace if step.kind == "recheck"]
+    assert recheck.detail == {"instance": first, "why": "its name 'purple cone' contradicts 'cubes'",
+                              "question": "Is the object outlined in magenta a cube?", "kept": False}
+    assert f"#{second} red cube" in result.text and result.instance_names[second] == "red cube"
+    kept = answer(scene, "How many cubes are there?", DoubtingVLM(), "verify",
+                  AgentConfig(name_instances=False, recheck=False))
+    assert first in kept.instance_ids  # without the self-check the contradiction stays in the answer
+
+
+def test_structure_is_left_out_unless_asked_and_named_as_structure(vlm_server, generated):
+    _, scene = generated
+    floor = several_view_instances(scene)[0]
+    scene = named(scene, {}, structure={floor})
+    vlm = seeing(vlm_server)
+    before = len(vlm_server.state.requests)
+    named_scene, _ = name_instances(scene, vlm, "structure-test")
+    assert named_scene.instances.info[floor].name == "structure"
+    shown = sum(len([p for p in r["body"]["messages"][-1]["content"] if p["type"] == "image_url"])
+                for r in vlm_server.state.requests[before:])
+    assert shown == scene.instances.count - 1  # the structure instance was not shown to the VLM
+    result = answer(scene, "How many objects are there?", ScriptedVLM([]), "verify", AgentConfig(name_instances=False))
+    assert floor not in result.instance_ids and any(step.kind == "scope" for step in result.trace)
+
+
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+def test_a_where_answer_says_where(vlm_server, generated, mode):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "find")
+    result = answer(scene, question.text, seeing(vlm_server), mode)
+    (instance,) = question.expected_ids
+    assert result.instance_ids == [instance]
+    name = result.instance_names[instance]
+    assert name and result.text == result.locations[instance]
+    assert result.text.startswith(f"The {name} (#{instance}) is in view")
+    assert re.search(r"in view \d+ it is (at the|on the|in the) [a-z ]+, (left of|right of|in front of|behind|above|"
+                     r"below) the [a-z ]+ \(#\d+\)\.$", result.text), result.text

@@ -96,7 +96,9 @@ def test_upload_then_question_and_the_api_key_stays_secret(app, photos, vlm_serv
 
     assert answer.startswith("**") and "Instances:" in answer
     assert "VLM calls" in trace and "*answer*" in trace
-    assert re.search(r"<td>[a-z]+ (cube|sphere|cone|object)</td>", table), "the agent's instance names are not shown"
+    # (the random model's instances may all be structure, which the agent names "structure")
+    assert re.search(r"<td>([a-z]+ (cube|sphere|cone|object)|structure)</td>", table), \
+        "the agent's instance names are not shown"
     assert len(overlays) == 3 and viewer["count"] > 0
     sent = vlm_server.state.requests[requests_before:]
     assert sent, "the question never reached the VLM server"

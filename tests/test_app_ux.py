@@ -8,7 +8,9 @@ are written to the test's temporary folder.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -28,6 +30,8 @@ from iggt.views import InputError
 from tools.app_page import ask_in_page, open_page, reconstruct_in_page
 from tools.app_server import free_port, running_app
 
+CHECK = "Is the object outlined in magenta"
+"""How a yes/no check about one instance starts (naming requests outline in magenta too)."""
 COMPATIBLE = "OpenAI-compatible server"
 KEPT_S = 15
 """How long a failure message must stay on the page (a toast is gone after about 10 s)."""
@@ -206,3 +210,40 @@ def test_the_answer_and_its_highlight_are_beside_the_question(page, vlm_server, 
     page.screenshot(path=str(tmp_path / "2-unreachable.png"), full_page=True)
     assert page.locator("#answer").inner_text().startswith("⚠️ No answer: The VLM failed")
     assert highlights.evaluate_all("images => images.map(image => image.src)") == shown
+
+
+@pytest.mark.browser
+def test_verify_mode_checks_the_noun_phrase_of_a_count(page, vlm_server, tmp_path):
+    """Issue 25, item 4: verify mode asks about "a cube", never the whole question."""
+    reconstruct_in_page(page, example="synthetic-5")
+    before = len(vlm_server.state.requests)
+    ask_in_page(page, "How many cubes are there?", vlm_server.url, mode="verify")
+    checks = [json.dumps(r["body"]) for r in vlm_server.state.requests[before:] if CHECK in json.dumps(r["body"])]
+    assert checks and not [c for c in checks if "How many" in c], "the whole question went into the check"
+    assert any("outlined in magenta a cube" in c for c in checks)
+
+
+@pytest.mark.browser
+@pytest.mark.xfail(strict=True, reason="open (issue 25, item 4): the shipped model leaves wall fragments that are "
+                   "not marked structure and that the seeing test VLM takes for grey cubes, so the count is 3-4")
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+def test_a_count_on_synthetic_5_finds_its_one_cube(page, vlm_server, mode, tmp_path):
+    """Issue 25, item 4, asked as a newcomer on synthetic-5, whose views show one cube."""
+    reconstruct_in_page(page, example="synthetic-5")
+    text = ask_in_page(page, "How many cubes are there?", vlm_server.url, mode=mode)
+    page.screenshot(path=str(tmp_path / "count.png"), full_page=True)
+    first_line = text.strip().splitlines()[0]
+    assert re.search(r"\b(1|one)\b", first_line, re.IGNORECASE) and not re.search(r"\b[2-9]\b", first_line), text
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+def test_a_where_answer_says_where_and_names_the_instance(page, vlm_server, mode, tmp_path):
+    """Issue 25, item 4: "where" is answered with a place (views, where in them), the instance by name."""
+    reconstruct_in_page(page, example="synthetic-5")
+    text = ask_in_page(page, "Where is the yellow cube?", vlm_server.url, mode=mode)
+    page.screenshot(path=str(tmp_path / "where.png"), full_page=True)
+    answer = text.split("Instances:")[0]
+    assert "view" in answer and not re.fullmatch(r"\W*instance \[?\d+\]?\W*", answer.strip()), text
+    found = text.split("Instances:")[1].split("\n")[0]
+    assert re.search(r"#\d+ yellow cube", found), text  # the name, not only "#5"

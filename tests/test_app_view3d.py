@@ -28,6 +28,8 @@ if CHROMIUM is None:
                 "install it with `apt-get install chromium`", allow_module_level=True)
 
 REAL_PHOTOS = sorted((REPO_ROOT / "assets" / "examples" / "real-room-6-views").glob("*.jpg"))
+CHECK = "Is the object outlined in magenta"
+"""How a yes/no check about one instance starts (naming requests outline in magenta too)."""
 BACKGROUND_RGB = np.array([30, 32, 38])
 """The viewer's clear colour (#1e2026)."""
 
@@ -140,14 +142,14 @@ def test_structure_is_left_out_of_a_count_question(browser, app, vlm_server):
     ask_in_page(page, "How many cubes are there?", vlm_server.url, mode="verify")
     trace = page.locator("#trace").inner_text()
     assert f"left out {structure} structure instance(s)" in trace
-    questions = [r for r in vlm_server.state.requests[before:] if "magenta" in json.dumps(r["body"])]
+    questions = [r for r in vlm_server.state.requests[before:] if CHECK in json.dumps(r["body"])]
     assert len(questions) == instances - structure, "the VLM was asked about floor, walls or planes"
 
     before = len(vlm_server.state.requests)
     ask_in_page(page, "Is there a floor?", vlm_server.url, mode="verify")
     page.locator("#trace").get_by_text("outlined in magenta a floor").first.wait_for()  # the new answer
     assert "left out" not in page.locator("#trace").inner_text()
-    questions = [r for r in vlm_server.state.requests[before:] if "magenta" in json.dumps(r["body"])]
+    questions = [r for r in vlm_server.state.requests[before:] if CHECK in json.dumps(r["body"])]
     assert len(questions) == instances, "a question about the floor is asked about every instance"
 
 

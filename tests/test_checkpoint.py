@@ -23,6 +23,7 @@ OFFICIAL_MODULE_NUMBERS = {
     "point_head": 32_654_628,
     "part_adaptor": 11_622_671,
     "part_head": 31_339_386,
+    "track_head": 65_941_396,
 }
 
 
@@ -63,8 +64,7 @@ def assert_same_outputs(a: IGGT, b: IGGT) -> None:
 
 
 def test_every_official_key_maps_onto_the_iggt_1b_preset(official_shapes):
-    reference = {k: tuple(v) for k, v in reference_state_dict("iggt-official-state-dict.json").items()}
-    kept = {k: v for k, v in reference.items() if not k.startswith("track_head.")}
+    kept = {k: tuple(v) for k, v in reference_state_dict("iggt-official-state-dict.json").items()}
     assert sorted(set(kept) - set(official_shapes)) == []
     assert sorted(set(official_shapes) - set(kept)) == []
     assert [k for k in kept if kept[k] != official_shapes[k]] == []
@@ -74,8 +74,7 @@ def test_every_official_key_maps_onto_the_iggt_1b_preset(official_shapes):
 
 
 def test_vggt_keys_map_onto_the_geometry_part(official_shapes):
-    reference = {k: tuple(v) for k, v in reference_state_dict("vggt-official-state-dict.json").items()}
-    kept = {k: v for k, v in reference.items() if not k.startswith("track_head.")}
+    kept = {k: tuple(v) for k, v in reference_state_dict("vggt-official-state-dict.json").items()}
     geometry = {k: v for k, v in official_shapes.items() if not k.startswith(("part_adaptor.", "part_head."))}
     assert kept == geometry
 
@@ -111,7 +110,7 @@ def test_the_released_listing_loads_without_problems(meta_1b):
     report = apply_state_dict(meta_1b, official_listing_state(), source="official.pt",
                               unused=meta_1b.state_entries_unused_by_forward())
     assert report.problems() == [] and report.warnings() == []
-    assert report.skipped and all(name.startswith("track_head.") for name in report.skipped)
+    assert report.skipped == [] and "track_head.tracker.query_ref_token" in report.loaded
 
 
 @pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter:UserWarning")  # meta tensors: shapes only
@@ -335,3 +334,48 @@ def test_offline_hub_id_fails_fast_with_instructions(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="hf download lifuguan/IGGT_official"):
         load_model("lifuguan/IGGT_official")
     assert time.monotonic() - start < 10
+
+
+def test_offline_the_hub_choice_is_made_among_the_cached_files(tiny, tmp_path, monkeypatch):
+    """The cache as huggingface_hub lays it out (blobs, a snapshot of links, refs/main), as a Space's
+    ``preload_from_hub`` leaves it: offline, the repository's files are listed there and the rule chooses."""
+    import hashlib
+    import io
+
+    from huggingface_hub import constants
+    from safetensors.torch import save as safetensors_bytes
+
+    from iggt.checkpoints import checkpoint_file_in_repo
+
+    geometry = {k: v.contiguous() for k, v in tiny.state_dict().items() if not k.startswith(("part_adaptor.", "part_head."))}
+    geometry["aggregator.padding"] = torch.zeros(3_000_000)  # the largest file, but VGGT's entries only
+    pt = io.BytesIO()
+    torch.save(tiny.state_dict(), pt)
+    files = {"config.json": tiny.config.to_json().encode(), "vggt.safetensors": safetensors_bytes(geometry),
+             "iggt.safetensors": safetensors_bytes({k: v.contiguous() for k, v in tiny.state_dict().items()}),
+             "optimizer.pt": pt.getvalue()[:1000]}
+    repo = tmp_path / "cache" / "models--someone--iggt"
+    commit = "a" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../..") / "blobs" / blob.name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    choice = checkpoint_file_in_repo("someone/iggt")
+    assert choice.filename == "iggt.safetensors" and choice.config_name == "config.json"
+    assert "not IGGT: vggt.safetensors" in choice.reason
+    model = load_model("someone/iggt")
+    assert model.load_report.hub_file == choice and model.load_report.source == "someone/iggt:iggt.safetensors"
+    assert_same_outputs(tiny, model)
+    named = load_model("someone/iggt:iggt.safetensors").load_report.hub_file
+    assert (named.filename, named.reason) == ("iggt.safetensors", "named after the repository id")
+    with pytest.raises(CheckpointError, match=r"has no file 'missing\.pt' cached"):
+        load_model("someone/iggt:missing.pt")

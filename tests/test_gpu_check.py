@@ -68,7 +68,7 @@ def test_dry_run_runs_every_step(dry_run):
     steps = results["steps"]
     assert results["dry_run"]
     assert {name: entry["status"] for name, entry in steps.items()} == dict.fromkeys(
-        ("env", "tests", "speed", "data", "train", "model", "evaluate-trained", "evaluate-shipped"), "ok")
+        ("env", "tests", "speed", "openvocab", "tracks", "data", "train", "model", "evaluate-trained", "evaluate-shipped", "scale", "ba"), "ok")
     packages = steps["env"]["report"]["packages"]
     assert packages["torch"]["ok"] and packages["hdbscan"]["ok"]
     assert not any(packages[name]["ok"] for name in ABSENT_ON_GPU_MACHINE)  # really absent for the dry run
@@ -80,6 +80,7 @@ def test_dry_run_runs_every_step(dry_run):
     for name in ("trained", "shipped"):
         assert steps[f"evaluate-{name}"]["scenes_evaluated"] == 2
         assert 0 <= steps[f"evaluate-{name}"]["instances"]["t_miou"] <= 1
+    assert [(row["views"], row["ratio"]) for row in steps["scale"]["rows"]] == [(2, 0.0), (2, 0.5), (3, 0.5)]
     summary = (dry_run / "summary.md").read_text()
     assert "| 100 | not measured |" in summary and "| 3.12 | 21.2 |" in summary  # VGGT beside ours
 

@@ -169,8 +169,9 @@ def test_benchmark_answers_on_the_shipped_model_beside_the_oracle_at_its_size(be
     """One scene through the benchmark's own code: reconstruction, the app's clustering, verify mode, the table."""
     model_run = benchmark_script.load_model_run(str(REPOSITORY / "iggt" / "weights" / "iggt-small"), None, "cpu")
     assert model_run.clustering == "small" and model_run.structure  # what the app runs for the shipped model
-    benchmark = benchmark_script.Benchmark(model_run, ["verify"],
-                                           lambda: OpenAIVLM(OpenAIConfig(model="seeing", base_url=vlm_server.url)))
+    benchmark = benchmark_script.Benchmark(
+        model_run, ["verify"], lambda model: OpenAIVLM(OpenAIConfig(model=model, base_url=vlm_server.url)),
+        benchmark_script.variants("seeing", None, "on"))
     benchmark.add_scene(0)
     header, rows = table_rows(benchmark.markdown_table())
     assert header == ["mode", "questions", "kind", "iggt-small (small)", "oracle at 224 px"]

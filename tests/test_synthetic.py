@@ -11,6 +11,8 @@ from iggt.geometry import unproject_depth
 
 SMALL = GeneratorConfig(num_views=4, image_size=(96, 128))
 TINY = GeneratorConfig(num_views=3, image_size=(28, 28))
+ROOM_SEED_7_PIXEL_SUM = 624878
+"""Sum of the pixels of ``generate_scene(7, TINY)``, measured before table-top scenes existed."""
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +185,30 @@ def test_parallel_generation_writes_the_same_files(tmp_path):
         files = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
         assert files == sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file())
         assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_tabletop_scenes_hold_small_objects_seen_from_above():
+    config = GeneratorConfig(kind="tabletop", num_views=3, image_size=(48, 48))
+    room = [generate_scene(seed, GeneratorConfig(num_views=3, image_size=(48, 48))) for seed in range(4)]
+    tabletop = [generate_scene(seed, config) for seed in range(4)]
+    for r in tabletop:
+        assert r.meta["trajectory"] == "above"
+        assert {o.category for o in r.objects}.isdisjoint({"table", "chair"})
+        for extrinsic in r.extrinsics:  # the optical axis (third row of R) points down by 20-80 degrees
+            pitch = np.degrees(np.arcsin(-extrinsic[2, 2]))
+            assert 20 < pitch < 80, pitch
+        for view in range(r.num_views):
+            assert (r.instance_ids[view] > 0).any(), (r.name, view)
+    room_size = np.median([max(o.size) for r in room for o in r.objects])
+    tabletop_size = np.median([max(o.size) for r in tabletop for o in r.objects])
+    assert tabletop_size < 0.6 * room_size
+    with pytest.raises(ValueError, match="kind must be one of"):
+        GeneratorConfig(kind="garden")
+    with pytest.raises(ValueError, match="tabletop scene needs"):
+        GeneratorConfig(kind="tabletop", categories=("table",))
+
+
+def test_room_scenes_are_unchanged_by_the_scene_kinds():
+    """Digest of a room scene made before table-top scenes existed: the same seed, the same pixels."""
+    record = generate_scene(7, TINY)
+    assert int(record.images.astype(np.int64).sum()) == ROOM_SEED_7_PIXEL_SUM

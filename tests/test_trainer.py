@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_distributed
 from iggt.training.trainer import TrainConfig, warmup_cosine
-from tools.app_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,29 +137,11 @@ def _torchrun(recipe: list[str], *, nodes: int, processes_per_node: int, resume:
               program: list[str] = ("-m", "iggt"), timeout: float = 300) -> None:
     """``torchrun -m iggt train`` with DDP on CPU processes (gloo), all nodes on this machine:
     the code path of several GPUs or nodes, with another collective backend."""
-    port = free_port()
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    runs = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node_rank={rank}",
-         f"--nproc_per_node={processes_per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
-         *program, "train", "--config", str(REPO / "configs" / "small-cpu.yaml"), *recipe,
-         *(["--resume"] if resume else [])],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in range(nodes)]
-    try:
-        outputs = [run.communicate(timeout=timeout)[0] for run in runs]
-    except subprocess.TimeoutExpired:
-        import psutil
-
-        for run in runs:
-            launcher = psutil.Process(run.pid)
-            for process in [*launcher.children(recursive=True), launcher]:
-                process.kill()
-        pytest.fail(f"the distributed run did not finish within {timeout} s (hung)")
-    for run, output in zip(runs, outputs):
-        assert run.returncode == 0, output[-3000:]
-        assert output.count("model saved to") == (1 if run is runs[0] else 0)  # printed by the main process only
+    outputs = run_distributed([*program, "train", "--config", str(REPO / "configs" / "small-cpu.yaml"), *recipe,
+                               *(["--resume"] if resume else [])],
+                              nodes=nodes, processes_per_node=processes_per_node, timeout=timeout)
+    for rank, output in enumerate(outputs):
+        assert output.count("model saved to") == (1 if rank == 0 else 0)  # printed by the main process only
 
 
 def _largest_parameter_difference(expected: Path, actual: Path) -> float:

@@ -134,6 +134,34 @@ def test_video_frames_are_sampled(tmp_path):
     assert spaced[0].image.size == (48, 32)
 
 
+def write_pan_video(path: Path) -> Path:
+    """15 frames of a still camera, then 15 of a pan (3 px a frame), the 5th frame of the pan blurred."""
+    import imageio.v3 as iio
+    from PIL import ImageFilter
+
+    texture = np.random.default_rng(0).integers(0, 255, (64, 200, 3), np.uint8)
+    texture = np.asarray(Image.fromarray(texture).resize((400, 128), Image.Resampling.NEAREST))
+    frames = [texture[:, :96] for _ in range(15)] + [texture[:, 3 * i:3 * i + 96] for i in range(1, 16)]
+    frames[19] = np.asarray(Image.fromarray(frames[19]).filter(ImageFilter.GaussianBlur(3)))
+    iio.imwrite(path, np.stack(frames), fps=10, codec="libx264", plugin="pyav")
+    return path
+
+
+def test_frames_selected_by_change_follow_the_motion_and_avoid_blur(tmp_path):
+    from iggt.views import chosen_frames
+
+    video = write_pan_video(tmp_path / "pan.mp4")
+    uniform = load_views(video, frames=6)
+    assert chosen_frames(uniform) == {"pan": [0, 6, 12, 17, 23, 29]}
+    by_change = chosen_frames(load_views(video, frames=6, selection="change"))["pan"]
+    assert len(by_change) == 6 and by_change == sorted(by_change)
+    assert sum(index >= 15 for index in by_change) >= 5  # the still part gives one view at most
+    assert 19 not in by_change  # the blurred frame loses to a sharp neighbour
+    with pytest.raises(InputError, match="needs a number of frames"):
+        load_views(video, every=2, selection="change")
+    assert [view.frame_index for view in load_views(video, every=10)] == [0, 10, 20]
+
+
 # -- errors -------------------------------------------------------------------------------
 def test_not_an_image_names_the_file(tmp_path):
     (tmp_path / "fake.png").write_text("hello")

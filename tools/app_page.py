@@ -3,6 +3,7 @@ Playwright, as a person would: shared by the browser tests, `benchmarks/app_late
 and `assets/screenshots/make_screenshots.py`."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -27,19 +28,35 @@ def open_page(browser, url: str, width: int = 1400, height: int = 1000):
     return page
 
 
+@contextlib.contextmanager
+def page_of(browser, url: str, width: int = 1400, height: int = 1000):
+    """`open_page`, closed afterwards (its session's files go with it)."""
+    page = open_page(browser, url, width, height)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
 def reconstruct_in_page(page, photos: list[Path] | None = None, example: str | None = None) -> str:
-    """Upload photos through the file input (or pick an example), press Reconstruct, return the status."""
+    """Upload photos through the file input and press Reconstruct, or click an example's thumbnail
+    (which reconstructs it at once); return the status once the downloads are ready."""
     if photos:
         page.locator("#upload input[type=file]").set_input_files([str(p) for p in photos])
         count = f"{len(photos)} photo" + ("s" if len(photos) > 1 else "")
         page.locator("#inputs-preview").get_by_text(count).first.wait_for()  # uploaded (long names are cut short)
     if example:
-        page.locator("#example input").click()
-        page.get_by_role("option", name=example, exact=True).click()
+        page.locator("#examples img").and_(page.get_by_alt_text(example, exact=True)).click()
+    else:
+        page.locator("#reconstruct").click()
+    return wait_for_result(page)
+
+
+def wait_for_result(page) -> str:
+    """The status once a reconstruction (or re-clustering) shows its result and its downloads are written:
+    the result first ("preparing the pictures and downloads"), the download files after ("downloads ready")."""
     status = page.locator("#status")
-    page.locator("#reconstruct").click()
-    # the result shows first ("preparing the downloads"), the download files follow ("downloads ready")
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('preparing the downloads')",
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('preparing the ')",
                            polling="raf")
     status.get_by_text("downloads ready").wait_for()
     return status.inner_text()

@@ -1,14 +1,15 @@
-"""The one protocol every VLM backend follows, and the strict yes/no parsing they share.
+"""The one protocol every VLM backend follows, and the strict yes/no reading they share.
 
-A backend answers ``ask(images, prompt)`` with free text and ``yes_no(images, question)``
-with a `YesNo`. The grounding never trusts free text: a yes/no answer is accepted only
-when it is clearly "yes" or "no"; anything else (or an error) leaves it unanswered, with
-the raw text kept for the trace.
+A backend answers ``ask(images, prompt)`` with free text (or, when offered tools and able to,
+a tool call) and ``yes_no(images, question)`` with a `YesNo`. Reasoning (a ``<think>`` block,
+or a separate field of the reply) is split from the answer before anything reads it and kept
+for the trace. The grounding never trusts free text: a yes/no answer is accepted only when the
+reply gives a clear verdict (`grounding.vlm.replies.parse_verdict`); anything else, or an
+error, leaves it unanswered, with the reason and the raw text kept for the trace.
 """
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,27 +17,51 @@ from typing import Any, Hashable, Protocol, runtime_checkable
 
 from PIL import Image
 
+from .replies import parse_verdict, split_reasoning
+
 YES_NO_INSTRUCTION = "Answer with exactly one word: yes or no."
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call of a reply (OpenAI tool-calling API): ``arguments`` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass
 class Message:
-    """One earlier turn of a dialogue (``role`` "user" or "assistant"), with its images."""
+    """One earlier turn of a dialogue (``role`` "user" or "assistant"), with its images.
+
+    An assistant turn that called a tool carries the call; the user turn after it is the call's result."""
 
     role: str
     text: str
     images: list[Image.Image] = field(default_factory=list)
+    tool_call: ToolCall | None = None
 
 
 @dataclass
 class VLMAnswer:
-    """Free-text reply of a VLM (``error`` set and ``text`` empty when the call failed)."""
+    """A reply of a VLM (``error`` set and ``text`` empty when the call failed)."""
 
     text: str
-    first_token_logprobs: dict[str, float] | None = None
-    """Log-probabilities of the candidate first tokens, when the backend can tell."""
+    """The answer, reasoning taken out."""
+    verdict_logprobs: dict[str, float] | None = None
+    """Log-probabilities of the alternatives at the reply's first yes/no token, when the backend can tell."""
     error: str | None = None
     seconds: float = 0.0
+    reasoning: str | None = None
+    """What the model reasoned before answering (inline block or separate field), for the trace."""
+    finish_reason: str | None = None
+    """"stop", "length" (cut off at the token limit), "tool_calls", ... as the server says."""
+    tool_call: ToolCall | None = None
+
+    @property
+    def cut_off(self) -> bool:
+        return self.finish_reason == "length"
 
 
 @dataclass
@@ -49,6 +74,7 @@ class YesNo:
     raw_text: str
     error: str | None = None
     cached: bool = False
+    reasoning: str | None = None
 
 
 @dataclass
@@ -79,36 +105,23 @@ class VLM(Protocol):
     cache: AnswerCache
 
     def ask(self, images: list[Image.Image], prompt: str, system: str | None = None,
-            history: list[Message] | None = None) -> VLMAnswer: ...
+            history: list[Message] | None = None, tools: list[dict] | None = None) -> VLMAnswer: ...
 
     def yes_no(self, images: list[Image.Image], question: str, cache_key: Hashable | None = None) -> YesNo: ...
 
 
-_YES_NO = re.compile(r"^\W*(yes|no)\b(.*)$", re.IGNORECASE | re.DOTALL)
-
-
 def parse_yes_no(text: str) -> bool | None:
-    """True/False for a clear "yes"/"no" (optionally followed by a short remark), else None.
-
-    "Yes.", "no", "Yes, it is red." pass; "Maybe", "yes or no", "Yes... no" and empty text do not.
-    """
-    match = _YES_NO.match(text.strip())
-    if not match:
-        return None
-    answer = match.group(1).lower() == "yes"
-    rest = match.group(2).lower()
-    if re.search(r"\b(yes|no|maybe|not sure|cannot|can't|unsure)\b", rest):
-        return None
-    return answer
+    """True/False for a clear "yes"/"no" (see `grounding.vlm.replies.parse_verdict`), else None."""
+    return parse_verdict(text)[0]
 
 
 def _token_kind(token: str) -> bool | None:
-    word = token.strip().strip(".,!").lower()
+    word = token.strip().strip(".,!\"'*").lower()
     return {"yes": True, "no": False}.get(word)
 
 
 def yes_probability(logprobs: dict[str, float]) -> float | None:
-    """P(yes) from first-token log-probabilities: mass of "yes"-tokens over that of yes and no."""
+    """P(yes) from token log-probabilities: mass of "yes"-tokens over that of yes and no."""
     yes = sum(math.exp(lp) for token, lp in logprobs.items() if _token_kind(token) is True)
     no = sum(math.exp(lp) for token, lp in logprobs.items() if _token_kind(token) is False)
     if yes + no <= 0.0:
@@ -116,21 +129,47 @@ def yes_probability(logprobs: dict[str, float]) -> float | None:
     return yes / (yes + no)
 
 
+def verdict_token_logprobs(tokens: list[tuple[str, dict[str, float]]], skip_chars: int = 0
+                           ) -> dict[str, float] | None:
+    """The alternatives at the first yes/no token of a reply's ``(token, alternatives)`` list, after
+    ``skip_chars`` characters (its reasoning): where a sentence or a JSON answer says its verdict."""
+    offset = 0
+    for token, alternatives in tokens:
+        start, offset = offset, offset + len(token)
+        if start >= skip_chars and _token_kind(token) is not None:
+            return alternatives
+    return None
+
+
 def yes_no_from_answer(reply: VLMAnswer) -> YesNo:
-    """Turn a free-text reply into a `YesNo`, preferring token probabilities when present."""
+    """Turn a reply into a `YesNo`, with P(yes) from the verdict token's probabilities when present."""
     if reply.error is not None:
-        return YesNo(None, None, reply.text, error=reply.error)
-    answer = parse_yes_no(reply.text)
-    probability = yes_probability(reply.first_token_logprobs) if reply.first_token_logprobs else None
+        return YesNo(None, None, reply.text, error=reply.error, reasoning=reply.reasoning)
+    answer, problem = parse_verdict(reply.text)
     if answer is None:
-        return YesNo(None, None, reply.text, error="not a clear yes or no")
-    if probability is None:
+        if reply.cut_off:
+            problem = ("the reply was cut off at the token limit before it answered"
+                       + (" (still reasoning)" if not reply.text else "") + ": raise max_tokens")
+        elif not reply.text and reply.reasoning:
+            problem = "the reply holds reasoning but no answer"
+        return YesNo(None, None, reply.text, error=problem, reasoning=reply.reasoning)
+    probability = yes_probability(reply.verdict_logprobs) if reply.verdict_logprobs else None
+    if probability is None or (probability >= 0.5) != answer:
         probability = 1.0 if answer else 0.0
-    return YesNo(answer, probability, reply.text)
+    return YesNo(answer, probability, reply.text, reasoning=reply.reasoning)
+
+
+def with_reasoning_split(reply: VLMAnswer) -> VLMAnswer:
+    """The reply with any inline reasoning moved from ``text`` to ``reasoning`` (after a separate field's)."""
+    text, inline = split_reasoning(reply.text)
+    parts = [part for part in (reply.reasoning, inline) if part]
+    reply.text, reply.reasoning = text, "\n\n".join(parts) or None
+    return reply
 
 
 class BaseVLM:
-    """Shared plumbing: the concurrency limit, the answer cache, and yes/no on top of `ask`.
+    """Shared plumbing: the concurrency limit, the answer cache, reasoning split from answers, and
+    yes/no on top of `_ask`.
 
     Subclasses implement `_ask` (one request) and may override `_yes_no` when they can read
     token probabilities directly.
@@ -146,20 +185,22 @@ class BaseVLM:
         self._slots = threading.Semaphore(max_concurrency)
 
     def ask(self, images: list[Image.Image], prompt: str, system: str | None = None,
-            history: list[Message] | None = None) -> VLMAnswer:
-        """Free-text answer about ``images``; ``history`` = earlier turns of a dialogue."""
+            history: list[Message] | None = None, tools: list[dict] | None = None) -> VLMAnswer:
+        """Free-text answer about ``images``; ``history`` = earlier turns of a dialogue; ``tools``
+        (OpenAI function definitions) may be called instead, by a backend and server that can."""
         start = time.perf_counter()
         with self._slots:
-            reply = self._ask(list(images), prompt, system, list(history or []), want_logprobs=False)
+            reply = self._ask(list(images), prompt, system, list(history or []), tools=tools)
         reply.seconds = time.perf_counter() - start
-        return reply
+        return with_reasoning_split(reply)
 
     def yes_no(self, images: list[Image.Image], question: str, cache_key: Hashable | None = None) -> YesNo:
         """Yes/no answer with P(yes); errors leave it unanswered (never raised)."""
         if cache_key is not None:
             hit = self.cache.get(cache_key)
             if hit is not None:
-                return YesNo(hit.answer, hit.probability, hit.raw_text, hit.error, cached=True)
+                return YesNo(hit.answer, hit.probability, hit.raw_text, hit.error, cached=True,
+                             reasoning=hit.reasoning)
         with self._slots:
             answer = self._yes_no(list(images), question)
         if cache_key is not None and answer.error is None:
@@ -168,8 +209,12 @@ class BaseVLM:
 
     def _yes_no(self, images: list[Image.Image], question: str) -> YesNo:
         prompt = f"{question}\n{YES_NO_INSTRUCTION}"
-        return yes_no_from_answer(self._ask(images, prompt, None, [], want_logprobs=True))
+        reply = self._ask(images, prompt, None, [], want_logprobs=True, choices=("yes", "no"))
+        return yes_no_from_answer(with_reasoning_split(reply))
 
-    def _ask(self, images: list[Image.Image], prompt: str, system: str | None,
-             history: list[Message], want_logprobs: bool) -> VLMAnswer:
+    def _ask(self, images: list[Image.Image], prompt: str, system: str | None, history: list[Message], *,
+             want_logprobs: bool = False, tools: list[dict] | None = None,
+             choices: tuple[str, ...] | None = None) -> VLMAnswer:
+        """One request. ``choices``: the reply must be one of these words (constrained output where the
+        backend can ask for it; the answer is still parsed, so a backend may ignore it, as ``tools``)."""
         raise NotImplementedError

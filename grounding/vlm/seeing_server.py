@@ -16,17 +16,21 @@ knowledge of the scene:
   planner that parses the question, and reads object properties only from tool results
   (and pictures) in the conversation.
 
-The model name selects misbehaviour: "seeing" (default), "seeing-logprobs" (also returns
-first-token top_logprobs), "reject-logprobs" (answers 400 to requests that ask for
-logprobs, as some servers do), "slow-<seconds>" (answers late, for timeouts), "fail-429-<n>" /
-"fail-500-<n>" (the first n requests fail with that status), "nonsense" (free text that is
-neither yes/no nor JSON), "bad-planner" (planning replies are not JSON, other requests are
-answered normally). Requests are logged in `TestServer.requests` (headers included) so tests
-can check what was sent (header names lower-cased).
+The model name selects how it answers: ``seeing`` answers plainly (one word, one JSON
+object); ``seeing+<style>[+<style>...]`` answers in the `STYLES` that real models and servers
+answer in (a reasoning block, a sentence, prose around JSON, tool calls, constrained output,
+bad replies), on the wire as those servers do (chat-completions JSON, ``finish_reason``,
+``tool_calls``, ``reasoning_content``, HTTP 400 for what they refuse). More names: "seeing-logprobs"
+(= seeing+logprobs), "reject-logprobs" (= seeing+no-logprobs), "slow-<seconds>" (answers late,
+for timeouts), "fail-429-<n>" / "fail-500-<n>" (the first n requests fail with that status),
+"nonsense" (free text that is neither yes/no nor JSON), "bad-planner" (planning replies are not
+JSON, other requests are answered normally). Requests are logged in `TestServer.requests`
+(headers included, names lower-cased) so tests can check what was sent.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -43,6 +47,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from grounding.highlight import CONTOUR_COLOR
+from grounding.vlm.replies import single_json_object
 
 # -- seeing ---------------------------------------------------------------------------------
 
@@ -53,7 +58,32 @@ SHAPE_WORDS = {"cube": "cube", "box": "cube", "block": "cube", "sphere": "sphere
                "cone": "cone"}
 MIN_REGION = 24
 SERVED_MODELS = ("seeing", "seeing-logprobs")
-"""What ``GET /v1/models`` lists (every misbehaving name is answered too, but not listed)."""
+"""What ``GET /v1/models`` lists (every other name is answered too, but not listed)."""
+STYLES = {
+    "plain": "as the seeing test server answers: one word, one JSON object",
+    "think": "a reasoning model: a <think>...</think> block before the answer",
+    "reasoning-field": "a reasoning model behind a reasoning parser: the reasoning in reasoning_content",
+    "sentence": 'a chatty model: "Looking at the highlighted object, the answer is yes."',
+    "prose": 'prose around JSON: "Sure! Here is my next action: {...} Let me know the result."',
+    "bold": "markdown bold: **Yes**",
+    "no-logprobs": "a server that refuses logprobs (HTTP 400)",
+    "logprobs": "a server that returns token logprobs",
+    "tools": "a server with tool calling: the agent's actions come back as tool_calls",
+    "cutoff": "a long reasoning block, cut off (finish_reason length) under a small max_tokens",
+    "json-schema": 'a server that honours response_format json_schema: {"answer": "yes"}',
+    "guided-choice": "a vLLM server that honours guided_choice",
+    "strict": "refuses request fields it does not support (HTTP 400, as api.openai.com does)",
+}
+"""Answer styles (``seeing+<style>``); the benchmark's quirk matrix runs the first ones."""
+FAULTS = {
+    "empty-choices": "a reply with no choices",
+    "foreign": "answers in French",
+    "html": "an HTML page instead of JSON (a proxy's login page)",
+    "huge": "50,000-character replies",
+    "bad-utf8": "a JSON body that is not valid UTF-8",
+}
+"""Bad replies (``seeing+<fault>``): each must leave a question unanswered with the reason, never crash."""
+LEGACY_NAMES = {"seeing-logprobs": "seeing+logprobs", "reject-logprobs": "seeing+no-logprobs"}
 
 
 @dataclass
@@ -190,15 +220,24 @@ def parse_question(question: str) -> tuple[str, tuple] | None:
 
 
 def _tool_results(messages: list[dict]) -> list[tuple[dict, dict, list[Image.Image]]]:
-    """(action, result, images) of every tool call so far, from the assistant/user turns."""
+    """(action, result, images) of every tool call so far: assistant turns (JSON text or a tool call)
+    followed by the result (a user turn, or a tool turn and the user turn with its pictures)."""
     calls = []
-    for previous, current in zip(messages, messages[1:]):
-        if previous["role"] != "assistant" or current["role"] != "user":
+    for index, message in enumerate(messages[:-1]):
+        if message["role"] != "assistant":
             continue
-        text, images = _text_and_images(current)
+        if message.get("tool_calls"):
+            function = message["tool_calls"][0]["function"]
+            action = {"action": function["name"], **json.loads(function["arguments"] or "{}")}
+        else:
+            action, _ = single_json_object(message.get("content") or "")
+        following = messages[index + 1]
+        text, images = _text_and_images(following)
+        if following["role"] == "tool" and index + 2 < len(messages) and messages[index + 2]["role"] == "user":
+            images = _text_and_images(messages[index + 2])[1]
         match = re.match(r"Result of (\w+): (.*?)\nReply with your next action", text, re.DOTALL)
-        if match:
-            calls.append((json.loads(previous["content"]), json.loads(match.group(2)), images))
+        if action is not None and match:
+            calls.append((action, json.loads(match.group(2)), images))
     return calls
 
 
@@ -293,28 +332,153 @@ def _text_and_images(message: dict) -> tuple[str, list[Image.Image]]:
     return "\n".join(texts), images
 
 
-def respond(messages: list[dict], model: str) -> str:
-    """The reply text to a conversation (see the module docstring)."""
+@dataclass(frozen=True)
+class Decision:
+    """What the server means to answer, before a style writes it: an action, names, a verdict or text."""
+
+    kind: str
+    """"plan", "names", "yes_no" or "text"."""
+    value: object
+    seen: Seen | None = None
+
+
+def decide(messages: list[dict], model: str) -> Decision:
+    """What to answer to a conversation (see the module docstring)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     prompt, images = _text_and_images(messages[-1])
-    if "Reply with exactly one JSON object" in system:
+    if "exactly one JSON object" in system:
         if model == "bad-planner":
-            return "I think the answer is probably the red one."
+            return Decision("text", "I think the answer is probably the red one.")
         first, _ = _text_and_images(next(m for m in messages if m["role"] == "user"))
         question = re.match(r"Question: (.*?)\n", first).group(1)
-        return json.dumps(plan(question, messages))
+        return Decision("plan", plan(question, messages))
     if "Reply with one JSON object mapping the image number" in prompt:
         names = {}
         for number, image in enumerate(images, start=1):
             seen = see(image)
             names[str(number)] = f"{seen.color} {seen.shape}" if seen else "unknown object"
-        return json.dumps(names)
+        return Decision("names", names)
     question = re.match(r"(.*?)\n?Answer with exactly one word: yes or no", prompt, re.DOTALL)
-    if question:
-        outcome = matches(see(images[0]) if images else None, question.group(1))
-        return "I cannot tell." if outcome is None else ("Yes" if outcome else "No")
     seen = see(images[0]) if images else None
-    return f"It is a {seen.color} {seen.shape}." if seen else "I see nothing outlined."
+    if question:
+        return Decision("yes_no", matches(seen, question.group(1)), seen)
+    return Decision("text", f"It is a {seen.color} {seen.shape}." if seen else "I see nothing outlined.", seen)
+
+
+def quirks_of(model: str) -> frozenset[str]:
+    """The styles and faults a model name asks for ("seeing+think+tools" -> {"think", "tools"})."""
+    name = LEGACY_NAMES.get(model, model)
+    return frozenset(name.split("+")[1:]) if name.startswith("seeing+") else frozenset()
+
+
+_SENTENCES_YES = ("Looking at the highlighted object, the answer is yes.", "Yes, it is.",
+                  "The outlined object is a {seen}, so yes.", "Answer: yes")
+_SENTENCES_NO = ("Looking at the highlighted object, the answer is no.", "No - that is a {seen}.",
+                 "The outlined object is a {seen}, so no.", "Answer: no")
+_REASONING = ("The user asks about the object outlined in magenta. Should I say yes or no? Let me look at "
+              "each tile: {seen_sentence} Comparing this with the question, the answer is {verdict}.")
+CUTOFF_WORDS = 1500
+"""Words of the cutoff style's reasoning: more than a small ``max_tokens`` lets through."""
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """Writes a `Decision` in the styles of one request (its model name's quirks and its fields)."""
+
+    quirks: frozenset[str]
+    body: dict
+
+    def content(self, decision: Decision) -> str:
+        """The answer text, without reasoning."""
+        if decision.kind in ("plan", "names"):
+            text = json.dumps(decision.value)
+            if "prose" in self.quirks:
+                lead = "Sure! Here is my next action:" if decision.kind == "plan" else "Here are the names:"
+                text = f"{lead}\n\n```json\n{text}\n```\n\nLet me know the result."
+            return text
+        if decision.kind == "text":
+            return decision.value
+        verdict = decision.value
+        if self.constraint() == "json_schema":
+            return json.dumps({"answer": "yes" if verdict else "no"})
+        if self.constraint() == "guided_choice":
+            return "yes" if verdict else "no"
+        if verdict is None:
+            return "I cannot tell what is outlined."
+        if "foreign" in self.quirks:
+            return "Oui, c'est bien lui." if verdict else "Non, ce n'est pas lui."
+        if "sentence" in self.quirks:
+            seen = f"{decision.seen.color} {decision.seen.shape}" if decision.seen else "thing"
+            options = _SENTENCES_YES if verdict else _SENTENCES_NO
+            digest = int(hashlib.sha1(json.dumps(self.body.get("messages", [])[-1:], default=str)[-200:]
+                                      .encode()).hexdigest(), 16)
+            return options[digest % len(options)].format(seen=seen)
+        word = "Yes" if verdict else "No"
+        return f"**{word}**" if "bold" in self.quirks else word
+
+    def constraint(self) -> str | None:
+        if "json-schema" in self.quirks and (self.body.get("response_format") or {}).get("type") == "json_schema":
+            return "json_schema"
+        if "guided-choice" in self.quirks and self.body.get("guided_choice"):
+            return "guided_choice"
+        return None
+
+    def reasoning(self, decision: Decision) -> str | None:
+        if not self.quirks & {"think", "reasoning-field", "cutoff"}:
+            return None
+        seen = decision.seen
+        seen_sentence = (f"I see a {seen.color} {seen.shape}, not something else." if seen else
+                         "I need to think about what the question asks, yes, and what no would mean.")
+        verdict = {True: "yes", False: "no", None: "unclear"}.get(decision.value, "this action") \
+            if decision.kind == "yes_no" else "this action"
+        text = _REASONING.format(seen_sentence=seen_sentence, verdict=verdict)
+        if "cutoff" in self.quirks:
+            text += " Let me double-check every tile once more." * (CUTOFF_WORDS // 8)
+        return text
+
+    def message(self, decision: Decision) -> tuple[dict, str]:
+        """The assistant message and the finish_reason, as a server of these quirks sends them."""
+        reasoning = self.reasoning(decision)
+        message: dict = {"role": "assistant", "content": None}
+        finish = "stop"
+        if decision.kind == "plan" and "tools" in self.quirks and self.body.get("tools"):
+            action = dict(decision.value)
+            message["tool_calls"] = [{"id": f"call_{len(self.body['messages'])}", "type": "function",
+                                      "function": {"name": action.pop("action"), "arguments": json.dumps(action)}}]
+            finish = "tool_calls"
+            content = ""
+        else:
+            content = self.content(decision)
+        if reasoning and "reasoning-field" in self.quirks:
+            message["reasoning_content"] = reasoning
+        elif reasoning:
+            content = f"<think>\n{reasoning}\n</think>\n\n{content}"
+        limit = self.body.get("max_tokens") or self.body.get("max_completion_tokens")
+        words = content.split(" ")
+        if limit and len(words) > limit:
+            content, finish = " ".join(words[:limit]), "length"
+            message.pop("tool_calls", None)
+        message["content"] = content or None
+        if "huge" in self.quirks:
+            message["content"] = (content or "") + " and so on" * 5000
+        return message, finish
+
+
+def _token_logprobs(text: str) -> dict:
+    """Per-token logprobs as a confident model gives them: at a yes/no token, the token itself (p 0.9)
+    and its opposite (p 0.1) as the alternatives."""
+    content = []
+    for token in re.findall(r"\s*\w+|\s*[^\w\s]+|\s+", text):
+        entry = {"token": token, "logprob": 0.0, "bytes": None, "top_logprobs": []}
+        word = token.strip()
+        if word.lower() in ("yes", "no"):
+            opposite = {"yes": "no", "no": "yes"}[word.lower()]
+            opposite = opposite.upper() if word.isupper() else opposite.title() if word.istitle() else opposite
+            entry["logprob"] = math.log(0.9)
+            entry["top_logprobs"] = [{"token": token, "logprob": math.log(0.9), "bytes": None},
+                                     {"token": token.replace(word, opposite), "logprob": math.log(0.1), "bytes": None}]
+        content.append(entry)
+    return {"content": content}
 
 
 @dataclass
@@ -337,21 +501,25 @@ class TestServer:
         return int(match.group(1))
 
 
-def _completion(model: str, text: str, logprobs: dict | None) -> dict:
+def _completion(model: str, message: dict, finish_reason: str, logprobs: dict | None) -> dict:
     return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": logprobs}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": logprobs}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
-def _yes_no_logprobs(text: str) -> dict:
-    """First-token alternatives as a confident model would give them."""
-    first = text.split()[0] if text else ""
-    yes = 0.9 if first.lower().startswith("yes") else 0.1
-    alternatives = [{"token": "Yes", "logprob": math.log(yes), "bytes": None},
-                    {"token": "No", "logprob": math.log(1 - yes), "bytes": None}]
-    return {"content": [{"token": first, "logprob": math.log(max(yes, 1 - yes)), "bytes": None,
-                         "top_logprobs": alternatives}]}
+def refused_field(body: dict, quirks: frozenset[str]) -> str | None:
+    """The request field this server refuses with HTTP 400, if any."""
+    if "no-logprobs" in quirks and body.get("logprobs"):
+        return "logprobs"
+    if "strict" not in quirks:
+        return None
+    if body.get("guided_choice") and "guided-choice" not in quirks:
+        return "guided_choice"
+    if body.get("response_format") and "json-schema" not in quirks:
+        return "response_format"
+    if body.get("tools") and "tools" not in quirks:
+        return "tools"
+    return None
 
 
 def _handler(state: TestServer):
@@ -360,10 +528,12 @@ def _handler(state: TestServer):
             pass
 
         def _send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode("utf-8")
+            self._send_raw(status, "application/json", json.dumps(body).encode("utf-8"))
+
+        def _send_raw(self, status: int, content_type: str, data: bytes) -> None:
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -389,25 +559,41 @@ def _handler(state: TestServer):
             if status is not None:
                 self._send(status, {"error": {"message": f"simulated {status}", "type": "test"}})
                 return
-            if model == "reject-logprobs" and body.get("logprobs"):
+            quirks = quirks_of(model)
+            refused = refused_field(body, quirks)
+            if refused == "logprobs":
                 self._send(400, {"error": {"message": "logprobs are not supported by this server",
+                                           "type": "invalid_request_error"}})
+                return
+            if refused is not None:
+                self._send(400, {"error": {"message": f"Unrecognized request argument supplied: {refused}",
                                            "type": "invalid_request_error"}})
                 return
             slow = re.fullmatch(r"slow-([\d.]+)", model)
             if slow:
                 time.sleep(float(slow.group(1)))
-            if model == "nonsense":
-                text = "The quick brown fox jumps over the lazy dog."
-            else:
-                try:
-                    text = respond(body["messages"], model)
-                except (ValueError, KeyError) as err:
-                    self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
-                    return
+            if "html" in quirks:
+                self._send_raw(200, "text/html", b"<!DOCTYPE html><html><head><title>Sign in</title></head>"
+                                                 b"<body><form>Please sign in</form></body></html>")
+                return
+            try:
+                decision = (Decision("text", "The quick brown fox jumps over the lazy dog.") if model == "nonsense"
+                            else decide(body["messages"], model))
+            except (ValueError, KeyError) as err:
+                self._send(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
+                return
+            message, finish = _Writer(quirks, body).message(decision)
             logprobs = None
-            if model == "seeing-logprobs" and body.get("logprobs"):
-                logprobs = _yes_no_logprobs(text)
-            self._send(200, _completion(model, text, logprobs))
+            if "logprobs" in quirks and body.get("logprobs"):
+                logprobs = _token_logprobs(message["content"] or "")
+            completion = _completion(model, message, finish, logprobs)
+            if "empty-choices" in quirks:
+                completion["choices"] = []
+            if "bad-utf8" in quirks:
+                data = json.dumps(completion).encode("utf-8").replace(b'"content": "', b'"content": "\xff\xfe', 1)
+                self._send_raw(200, "application/json", data)
+                return
+            self._send(200, completion)
 
     return Handler
 

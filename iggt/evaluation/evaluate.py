@@ -22,6 +22,7 @@ scene with training data generated with any other data-set seed (the training re
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -36,7 +37,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from iggt.data.oracle import oracle_scene
-from iggt.data.scene_format import SceneRecord, list_scene_records, load_scene_record, relative_extrinsics
+from iggt.data.scene_format import (SceneRecord, list_scene_records, load_scene_record, relative_extrinsics,
+                                    semantic_index)
 from iggt.evaluation import baselines, metrics
 from iggt.geometry import unproject_depth
 from iggt.instances import ClusteringConfig, instance_colors, segment_instances
@@ -53,14 +55,17 @@ METHOD_TITLES = {
     "geometry": "Baseline: geometry only (planes removed, DBSCAN)",
     "oracle": "Oracle: perfect features, same clustering",
 }
+OPENVOCAB_METHODS = (MODEL, "per_view", "oracle")
+"""Methods whose masks are also named by an image-text embedder (``openvocab_model``)."""
 INSTANCE_COLUMNS = {"t_miou": "T-mIoU (strict)", "t_sr": "T-SR", "matched_miou": "matched mIoU (release)",
                     "num_matches": "matches", "ap": "AP", "ap50": "AP50", "ap_3d": "AP 3D",
-                    "ap50_3d": "AP50 3D", "miou_2d": "mIoU 2D", "miou_3d": "mIoU 3D"}
+                    "ap50_3d": "AP50 3D", "miou_2d": "mIoU 2D", "miou_3d": "mIoU 3D",
+                    "ov_miou_2d": "OV mIoU 2D", "ov_miou_3d": "OV mIoU 3D"}
 GEOMETRY_COLUMNS = {"abs_rel_view": "AbsRel (view)", "delta1_view": "δ<1.25 (view)",
                     "abs_rel_scene": "AbsRel (scene)", "delta1_scene": "δ<1.25 (scene)",
                     "points_chamfer": "Chamfer (point head)", "depth_points_chamfer": "Chamfer (depth+cam)",
                     "rra@5": "RRA@5", "rta@5": "RTA@5", "rra@15": "RRA@15", "rta@15": "RTA@15", "auc@30": "AUC@30"}
-PERCENT_FIGURES = {"t_miou", "t_sr", "matched_miou", "matched_pixel_accuracy", "ap", "ap50", "ap_3d", "ap50_3d", "miou_2d", "miou_3d", "delta1_view",
+PERCENT_FIGURES = {"t_miou", "t_sr", "matched_miou", "matched_pixel_accuracy", "ap", "ap50", "ap_3d", "ap50_3d", "miou_2d", "miou_3d", "ov_miou_2d", "ov_miou_3d", "delta1_view",
                    "delta1_scene", "rra@5", "rta@5", "rra@15", "rta@15", "auc@30"}
 COUNT_FIGURES = {"num_matches", "num_gt_objects", "num_predicted_instances"}
 CLUSTERING_SHOWN = ("min_cluster_size", "min_samples", "cluster_selection_epsilon", "smoothing",
@@ -78,6 +83,9 @@ DEFINITIONS = (
     "(ScanNet) / 0.5, all-point interpolation; an unmatched prediction lying mostly on background (floor, walls) "
     "is ignored rather than a false positive; over the pixels of all views, and (3D) over the ground-truth "
     "point cloud fused into voxels of 0.25 % of the scene diagonal (majority label per voxel).",
+    "- **OV mIoU 2D / 3D** (open vocabulary, with `--openvocab-model`): each predicted instance is named by an "
+    "image-text embedder with the scene's category names as the vocabulary (`grounding.openvocab`; large planes "
+    "are structure, i.e. background), then the mIoU as below: the masks and the embedder together.",
     "- **mIoU 2D / 3D**: each predicted instance is named by the majority ground-truth category of its pixels, "
     "then mean IoU over the categories present (background excluded).",
     "- **AbsRel, δ<1.25**: after median scaling per view, and with one scale for the whole scene. **Chamfer**: "
@@ -110,6 +118,9 @@ class EvaluationConfig:
     baselines: bool = True
     device: str = "auto"
     worst_scenes: int = 3
+    openvocab_model: str | None = None
+    """Image-text embedder that names the masks for the open-vocabulary mIoU (a Hub id of a cached CLIP-family
+    model, or "seeing"); None skips it."""
     """How many of the worst scenes (by the model's T-mIoU) get a mask comparison plot."""
 
 
@@ -229,8 +240,9 @@ class SceneResult:
 
 
 def evaluate_record(record: SceneRecord, reconstructor, clustering: ClusteringConfig,
-                    with_baselines: bool = True) -> tuple[SceneResult, MaskPanel]:
-    """Reconstruct one record, label it with the model and the baselines, and score everything."""
+                    with_baselines: bool = True, embedder=None) -> tuple[SceneResult, MaskPanel]:
+    """Reconstruct one record, label it with the model and the baselines, and score everything
+    (with an image-text ``embedder``, also the open-vocabulary mIoU of `OPENVOCAB_METHODS`)."""
     result = SceneResult(record.name)
     truth = GroundTruth.of(record)
     start = time.perf_counter()
@@ -255,8 +267,32 @@ def evaluate_record(record: SceneRecord, reconstructor, clustering: ClusteringCo
         result.tracked_objects[method] = [asdict(o) for o in tracking.objects]
         panel.labels[method] = labels[shown]
         panel.matches[method] = {o.pred_id: o.gt_id for o in tracking.objects if o.pred_id is not None}
+        if embedder is not None and method in OPENVOCAB_METHODS and record.semantic is not None:
+            result.methods[method].update(openvocab_figures(record, truth, labels, embedder))
     panel.score = result.methods[MODEL]["t_miou"]
     return result, panel
+
+
+def openvocab_figures(record: SceneRecord, truth: GroundTruth, labels: np.ndarray, embedder) -> dict[str, float]:
+    """Open-vocabulary mIoU (2D over every view's pixels, 3D over the fused points) of one method's ``labels``:
+    its instances (large planes marked as structure, as `reconstruct` does) named by ``embedder`` with the
+    record's category names as the vocabulary."""
+    from grounding.openvocab import label_instances
+    from iggt.instances import describe_instances
+    from iggt.structure import mark_structure
+
+    scene = oracle_scene(record)  # the record's pictures and true geometry, so every method is named alike
+    scene = scene.with_instances(describe_instances(labels, scene.points_from_depth, scene.images))
+    scene = scene.with_instances(mark_structure(scene))
+    categories = {}
+    if scene.instances.object_ids:
+        scene = label_instances(scene, list(record.categories), embedder, cache=None)
+        categories = {i.id: semantic_index(record.categories, i.label) for i in scene.instances.info
+                      if not i.structure}
+    named = metrics.semantic_from_names(scene.instances.labels, categories)
+    fused_truth, fused_named = metrics.fuse_labels(truth.points, truth.valid, record.semantic, named)
+    return {"ov_miou_2d": metrics.semantic_miou(named, record.semantic),
+            "ov_miou_3d": metrics.semantic_miou(fused_named, fused_truth)}
 
 
 def _panel_views(num_views: int) -> np.ndarray:
@@ -278,15 +314,10 @@ def run_evaluation(config: EvaluationConfig, reconstructor=None, progress: Progr
     """Evaluate every scene of ``config.data`` and write metrics.json, report.md and plots to ``config.out``.
 
     ``reconstructor`` (list of PIL images -> `Scene`, with view transforms when it resizes) defaults to the model of
-    ``config.checkpoint``. Returns the content of metrics.json.
+    ``config.checkpoint``. Returns the content of metrics.json. (`iggt.evaluation.sharded` runs the same over
+    several processes.)
     """
-    directories = list_scene_records(config.data)
-    if not directories:
-        raise FileNotFoundError(f"no scene records (folders with a meta.json) under {config.data}; make the benchmark "
-                                f"with: python -m iggt generate --out {config.data} --count {BENCHMARK_COUNT} "
-                                f"--seed {BENCHMARK_SEED}")
-    if config.max_scenes is not None:
-        directories = directories[:config.max_scenes]
+    directories = scene_directories(config)
     if reconstructor is None:
         reconstructor = make_reconstructor(config.checkpoint, config.device)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -298,29 +329,67 @@ def run_evaluation(config: EvaluationConfig, reconstructor=None, progress: Progr
     for index, directory in enumerate(bar):
         if progress is not None:
             progress(index / len(directories), f"scene {directory.name}")
-        try:
-            result, panel = evaluate_record(load_scene_record(directory), reconstructor, config.clustering,
-                                            config.baselines)
-        except Exception as error:  # one bad scene must not end the run: report it and go on
-            failures.append({"scene": str(directory), "error": f"{type(error).__name__}: {error}",
-                             "traceback": traceback.format_exc(limit=-4)})  # the innermost frames
-            tqdm.write(f"evaluate: skipped {directory.name}: {type(error).__name__}: {error}")
+        outcome = evaluate_directory(directory, reconstructor, config)
+        if isinstance(outcome, dict):
+            failures.append(outcome)
             continue
-        results.append(result)
-        panels = sorted(panels + [panel], key=lambda p: _sort_key(p.score))[:config.worst_scenes]
+        results.append(outcome[0])
+        panels = worst_panels(panels + [outcome[1]], config.worst_scenes)
     if progress is not None:
         progress(1.0, "writing the report")
+    return write_report(config, getattr(reconstructor, "model_name", str(config.checkpoint)), results, failures,
+                        panels)
 
+
+def scene_directories(config: EvaluationConfig) -> list[Path]:
+    """The scene records to evaluate, in order (the first ``config.max_scenes``)."""
+    directories = list_scene_records(config.data)
+    if not directories:
+        raise FileNotFoundError(f"no scene records (folders with a meta.json) under {config.data}; make the benchmark "
+                                f"with: python -m iggt generate --out {config.data} --count {BENCHMARK_COUNT} "
+                                f"--seed {BENCHMARK_SEED}")
+    return directories[:config.max_scenes] if config.max_scenes is not None else directories
+
+
+def evaluate_directory(directory: Path, reconstructor, config: EvaluationConfig) -> tuple[SceneResult, MaskPanel] | dict:
+    """One scene record scored, or (when anything fails) the failure entry of metrics.json."""
+    try:
+        return evaluate_record(load_scene_record(directory), reconstructor, config.clustering, config.baselines,
+                               openvocab_embedder(config.openvocab_model))
+    except Exception as error:  # one bad scene must not end the run: report it and go on
+        tqdm.write(f"evaluate: skipped {directory.name}: {type(error).__name__}: {error}")
+        return {"scene": str(directory), "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(limit=-4)}  # the innermost frames
+
+
+@functools.lru_cache(maxsize=2)
+def openvocab_embedder(name: str | None):
+    """The embedder of ``EvaluationConfig.openvocab_model``, loaded once per process (None: none)."""
+    if name is None:
+        return None
+    from grounding.embedders import make_embedder
+
+    return make_embedder(name)
+
+
+def worst_panels(panels: list[MaskPanel], count: int) -> list[MaskPanel]:
+    return sorted(panels, key=lambda p: _sort_key(p.score))[:count]
+
+
+def write_report(config: EvaluationConfig, model_name: str, results: list[SceneResult], failures: list[dict],
+                 panels: list[MaskPanel]) -> dict:
+    """Write metrics.json, report.md and the plots of the scenes' results; returns metrics.json's content."""
     summary = {
         "data": str(config.data), "checkpoint": str(config.checkpoint),
-        "model": getattr(reconstructor, "model_name", str(config.checkpoint)), "clustering": asdict(config.clustering),
+        "model": model_name, "clustering": asdict(config.clustering),
         "scenes_evaluated": len(results), "scenes_failed": len(failures),
         "aggregate": aggregate(results),
         "scenes": [asdict(r) for r in results],
         "failures": failures,
     }
     (config.out / "metrics.json").write_text(json.dumps(_json_ready(summary), indent=1))
-    plots = plot_per_scene(results, config.out) + [plot_masks(p, config.out) for p in panels]
+    shown = worst_panels(panels, config.worst_scenes)
+    plots = plot_per_scene(results, config.out) + [plot_masks(p, config.out) for p in shown]
     (config.out / "report.md").write_text(markdown_report(summary, [p.name for p in plots]))
     return summary
 

@@ -318,6 +318,22 @@ def semantic_from_instances(pred_labels: np.ndarray, gt_semantic: np.ndarray) ->
     return semantic
 
 
+def semantic_from_names(pred_labels: np.ndarray, categories: dict[int, int]) -> np.ndarray:
+    """Paint every predicted instance with the category it was named (open-vocabulary protocol).
+
+    ``categories`` maps instance label -> category index (1-based, as the ground truth; 0 =
+    background, e.g. an instance named floor or wall). Instances missing from it, and predicted
+    background, get 0. Unlike `semantic_from_instances` no ground truth is consulted: the mIoU
+    then measures the masks and the naming model together.
+    """
+    pred_labels = np.asarray(pred_labels)
+    lookup = np.zeros(max([int(pred_labels.max(initial=0)) + 1, *(k + 1 for k in categories)]), np.int64)
+    for label, category in categories.items():
+        if label >= 0:
+            lookup[label] = category
+    return np.where(pred_labels >= 0, lookup[np.maximum(pred_labels, 0)], 0)
+
+
 def semantic_miou(pred_semantic: np.ndarray, gt_semantic: np.ndarray) -> float:
     """Mean IoU over the object categories (> 0) present in the ground truth; ``nan`` if none."""
     pred = np.asarray(pred_semantic).ravel()

@@ -5,6 +5,9 @@ global blocks across all views of a batch element, so geometry and instance iden
 shared between views. The reference view (view 0) is marked only by using slot 0 of the
 learned camera/register tokens; all other views use slot 1, which makes the network
 equivariant to permutations of views 1..S-1.
+
+With ``config.merge_ratio > 0`` the global blocks attend over merged tokens
+(`iggt.model.token_merge`, training-free, off by default).
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import IGGTConfig
-from .layers import Block, PatchEmbedder, RotaryEmbedding2D, init_transformer_weights, patch_grid
+from .layers import AttentionWrapper, Block, PatchEmbedder, RotaryEmbedding2D, init_transformer_weights, patch_grid
+from .token_merge import GlobalTokenMerger, TokenLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,10 +83,10 @@ class Aggregator(nn.Module):
         special = torch.zeros(self.patch_start_idx, 2, dtype=patches.dtype, device=device)
         return torch.cat((special, patches)).expand(batch_views, -1, -1)
 
-    def _run_block(self, block: Block, tokens: Tensor, positions: Tensor) -> Tensor:
+    def _run_block(self, block: Block, tokens: Tensor, positions: Tensor, merge: AttentionWrapper | None = None) -> Tensor:
         if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, tokens, positions, use_reentrant=False)
-        return block(tokens, positions)
+            return checkpoint(block, tokens, positions, merge, use_reentrant=False)
+        return block(tokens, positions, merge)
 
     def forward(self, images: Tensor, layers: tuple[int, ...] | None = None) -> dict[int, Tensor]:
         """Returns ``{layer index: [B, S, P, 2C]}`` (frame output then global output on the channel axis).
@@ -105,12 +109,16 @@ class Aggregator(nn.Module):
         tokens_per_view, channels = tokens.shape[1:]
         frame_positions = self._positions(batch * views, grid_hw, images.device)
         global_positions = frame_positions.reshape(batch, views * tokens_per_view, 2)
+        merge = None
+        if self.config.merge_ratio > 0:
+            merge = GlobalTokenMerger(TokenLayout(views, self.patch_start_idx, grid_hw), self.config.merge_ratio)
 
         outputs: dict[int, Tensor] = {}
         for index, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             tokens = self._run_block(frame_block, tokens.reshape(batch * views, tokens_per_view, channels), frame_positions)
             frame_out = tokens
-            tokens = self._run_block(global_block, tokens.reshape(batch, views * tokens_per_view, channels), global_positions)
+            tokens = self._run_block(global_block, tokens.reshape(batch, views * tokens_per_view, channels),
+                                     global_positions, merge)
             if index in wanted:
                 outputs[index] = torch.cat(
                     (

@@ -129,9 +129,10 @@ OUTPUT_HIDDEN_CHANNELS = 32
 
 class DPTScratch(nn.Module):
     """The fusion part of a DPT (the checkpoint's ``scratch``): per-level 3x3 projections to a
-    common width, four fusion blocks and the two output convolutions."""
+    common width, four fusion blocks and the two output convolutions. ``output_dim=None`` builds
+    the point tracker's feature-only variant: one full-width ``output_conv1`` and no ``output_conv2``."""
 
-    def __init__(self, in_channels: tuple[int, int, int, int], features: int, output_dim: int):
+    def __init__(self, in_channels: tuple[int, int, int, int], features: int, output_dim: int | None):
         super().__init__()
         for level, channels in enumerate(in_channels, start=1):
             setattr(self, f"layer{level}_rn", nn.Conv2d(channels, features, kernel_size=3, padding=1, bias=False))
@@ -139,6 +140,9 @@ class DPTScratch(nn.Module):
         self.refinenet2 = FusionBlock(features)
         self.refinenet3 = FusionBlock(features)
         self.refinenet4 = FusionBlock(features, has_skip=False)
+        if output_dim is None:
+            self.output_conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
+            return
         self.output_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
         self.output_conv2 = nn.Sequential(
             nn.Conv2d(features // 2, OUTPUT_HIDDEN_CHANNELS, kernel_size=3, padding=1),

@@ -7,6 +7,7 @@ the official weights load without a rename table.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,9 @@ try:  # xformers is optional; it is only used on CUDA, where it saves memory.
     from xformers.ops import memory_efficient_attention as _xformers_attention
 except ImportError:  # pragma: no cover - depends on the environment
     _xformers_attention = None
+
+AttentionWrapper = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+"""Called as ``wrapper(attention_module, normalised_tokens, positions)`` in place of the attention."""
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -146,8 +150,11 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale)
 
-    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), positions))
+    def forward(self, x: Tensor, positions: Tensor | None = None, merge: AttentionWrapper | None = None) -> Tensor:
+        """``merge`` (e.g. `iggt.model.token_merge.GlobalTokenMerger`) runs the attention on fewer tokens."""
+        normed = self.norm1(x)
+        attended = self.attn(normed, positions) if merge is None else merge(self.attn, normed, positions)
+        x = x + self.ls1(attended)
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 

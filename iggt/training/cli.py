@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--views", type=int, default=None, help="views per scene (default: the generator's)")
     generate.add_argument("--size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                           help="image size in pixels (default: the generator's)")
+    generate.add_argument("--kind", choices=("room", "tabletop"), default="room",
+                          help="room: objects on a room's floor seen from eye height; tabletop: small objects "
+                               "on a flat surface seen from above (the real photo sets' kind of scene)")
     generate.set_defaults(func=run_generate)
 
 
@@ -59,7 +62,7 @@ def run_generate(args: argparse.Namespace) -> int:
         changes["num_views"] = args.views
     if args.size is not None:
         changes["image_size"] = tuple(args.size)
-    config = GeneratorConfig(**changes)
+    config = GeneratorConfig(kind=args.kind, **changes)
     paths = generate_dataset(args.out, args.count, args.seed, config, progress=True)
     print(f"{len(paths)} scenes written to {args.out}")
     return 0

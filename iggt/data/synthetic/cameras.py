@@ -22,7 +22,8 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarra
 
 
 def camera_path(kind: str, layout: Layout, views: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eye positions, look-at targets and roll angles of ``views`` cameras along one trajectory.
+    """Eye positions, look-at targets and roll angles of ``views`` cameras along one trajectory
+    ("above" is the table-top path; the others are `config.TRAJECTORIES`).
 
     Eyes lie inside the room, among or around the objects, and are pushed away from the
     centre until they are clear of every object (`_push_clear`).
@@ -35,7 +36,14 @@ def camera_path(kind: str, layout: Layout, views: int, rng: np.random.Generator)
     blend = np.linspace(0.0, 1.0, views)[:, None]
     glide = first + blend * (last - first) + rng.normal(0, 0.05, (views, 3))  # targets sweep from one object to another
     rolls = np.zeros(views)
-    if kind == "orbit":
+    if kind == "above":  # a table top: an arc around the objects, looking down at 40-70 degrees
+        radius = rng.uniform(0.5, 1.0) * (layout.radius + 0.2)
+        angles = rng.uniform(0, 2 * math.pi) + np.linspace(0, math.radians(rng.uniform(60, 200)), views)
+        pitch = np.radians(rng.uniform(40, 70) + rng.uniform(-3, 3, views))
+        eyes = np.stack([radius * np.cos(angles), radius * np.sin(angles), radius * np.tan(pitch)], axis=1)
+        targets = glide
+        rolls = rng.normal(0, math.radians(3), views)
+    elif kind == "orbit":
         radius = rng.uniform(ring_min, near)
         angles = rng.uniform(0, 2 * math.pi) + np.linspace(0, math.radians(rng.uniform(60, 200)), views)
         heights = rng.uniform(0.8, 2.0) + rng.uniform(-0.1, 0.1, views)

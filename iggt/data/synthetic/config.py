@@ -17,6 +17,9 @@ CATEGORIES: tuple[str, ...] = ("cube", "sphere", "cylinder", "cone", "pyramid", 
 """Shape categories, in the order of the semantic indices (`iggt.data.scene_format.semantic_index`)."""
 
 TRAJECTORIES = ("orbit", "walk", "lookat")
+SCENE_KINDS = ("room", "tabletop")
+TABLETOP_SCALE = 0.4
+"""Objects of a table-top scene are this much smaller than in a room (and so is their spacing)."""
 OBJECT_TEXTURES = ("plain", "stripes", "checker", "noise")
 
 
@@ -41,6 +44,10 @@ class GeneratorConfig:
     stack_probability: float = 0.3
     """Chance that a small object is put on top of a free cube, table or cylinder."""
     shadows: bool = True
+    kind: str = "room"
+    """"room": objects of every category on the floor of a room, seen from eye height;
+    "tabletop": small objects (no tables or chairs) on a large flat surface, seen from above at
+    30-70 degrees, the kind of scene of the real photo sets (the floor plays the table top)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,6 +63,10 @@ class GeneratorConfig:
             unknown = [v for v in values if v not in known]
             if not values or unknown:
                 problems.append(f"{name} must be a non-empty subset of {list(known)}, got {list(values)}")
+        if self.kind not in SCENE_KINDS:
+            problems.append(f"kind must be one of {list(SCENE_KINDS)}, got {self.kind!r}")
+        elif self.kind == "tabletop" and not set(self.categories) - {"table", "chair"}:
+            problems.append("a tabletop scene needs a category other than table and chair")
         if not 1.0 <= self.fov_deg[0] <= self.fov_deg[1] < 170.0:
             problems.append(f"fov_deg must be (min, max) degrees within (1, 170), got {self.fov_deg}")
         if problems:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt.data.scene_format import ObjectInfo
-from iggt.data.synthetic.config import OBJECT_TEXTURES, PALETTE, GeneratorConfig
+from iggt.data.synthetic.config import OBJECT_TEXTURES, PALETTE, TABLETOP_SCALE, GeneratorConfig
 from iggt.data.synthetic.primitives import Primitive, pyramid_planes
 
 _SUPPORTS = ("cube", "table", "cylinder")  # flat tops that can carry another object
@@ -74,10 +74,14 @@ def _slab_on_legs(width: float, depth: float, height: float, thickness: float, l
     return parts
 
 
-def _shape(category: str, rng: np.random.Generator) -> tuple[list[tuple[str, tuple, np.ndarray, float]], np.ndarray]:
-    """Random dimensions of one object: its primitives as (kind, params, offset from the base
-    centre, bounding radius) in the object's frame (z up, base at z = 0), and its local size."""
-    u = rng.uniform
+def _shape(category: str, rng: np.random.Generator,
+           scale: float = 1.0) -> tuple[list[tuple[str, tuple, np.ndarray, float]], np.ndarray]:
+    """Random dimensions of one object, every length times ``scale``: its primitives as (kind,
+    params, offset from the base centre, bounding radius) in the object's frame (z up, base at
+    z = 0), and its local size."""
+    def u(low: float, high: float) -> float:
+        return scale * rng.uniform(low, high)
+
     if category == "cube":
         a = u(0.25, 0.6)
         return [_box(np.full(3, a / 2), np.array([0, 0, a / 2]))], np.array([a, a, a])
@@ -111,12 +115,13 @@ def _shape(category: str, rng: np.random.Generator) -> tuple[list[tuple[str, tup
 def _choose_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[tuple[str, str]]:
     """(category, colour) of every object, with a look-alike group when the dice say so."""
     count = int(rng.integers(config.object_count[0], config.object_count[1] + 1))
+    categories = config.categories if config.kind == "room" else tuple(c for c in config.categories if c in _SMALL)
     chosen: list[tuple[str, str]] = []
     if count >= 2 and rng.random() < config.duplicate_probability:
-        group = (str(rng.choice(config.categories)), str(rng.choice(config.colors)))
+        group = (str(rng.choice(categories)), str(rng.choice(config.colors)))
         chosen += [group] * min(count, int(rng.integers(2, 4)))
     while len(chosen) < count:
-        chosen.append((str(rng.choice(config.categories)), str(rng.choice(config.colors))))
+        chosen.append((str(rng.choice(categories)), str(rng.choice(config.colors))))
     rng.shuffle(chosen)
     return chosen
 
@@ -126,15 +131,17 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
     placed: list[_Object] = []
     supports_used: set[int] = set()
     chosen = _choose_objects(config, rng)
-    spread = 0.5 + 0.12 * len(chosen)  # radius of the disk the objects are dropped in
+    scale = 1.0 if config.kind == "room" else TABLETOP_SCALE
+    spread = scale * (0.5 + 0.12 * len(chosen))  # radius of the disk the objects are dropped in
+    gap = 0.05 * scale  # free space between two footprints
     for index, (category, color_name) in enumerate(chosen):
-        parts, size = _shape(category, rng)
+        parts, size = _shape(category, rng, scale)
         yaw = 0.0 if category in ("sphere", "cylinder", "cone") else float(rng.uniform(0, 2 * math.pi))
         footprint = 0.5 * math.hypot(size[0], size[1])
         position = None
         if category in _SMALL and rng.random() < config.stack_probability:
             for j, other in enumerate(placed):
-                if (j not in supports_used and footprint <= other.top_radius - 0.02
+                if (j not in supports_used and footprint <= other.top_radius - 0.4 * gap
                         and other.info.center[2] - other.info.size[2] / 2 < 0.01):  # the support stands on the floor
                     position = np.array([other.info.center[0], other.info.center[1], other.top])
                     supports_used.add(j)
@@ -143,7 +150,7 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
             radius = spread * (1 + attempt / 200) * math.sqrt(rng.random())
             angle = rng.uniform(0, 2 * math.pi)
             xy = np.array([radius * math.cos(angle), radius * math.sin(angle)])
-            if all(np.hypot(*(xy - np.array(o.info.center[:2]))) >= footprint + o.footprint + 0.05 for o in placed):
+            if all(np.hypot(*(xy - np.array(o.info.center[:2]))) >= footprint + o.footprint + gap for o in placed):
                 position = np.array([xy[0], xy[1], 0.0])
                 break
         if position is None:
@@ -162,7 +169,7 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
         top_radius = 0.5 * min(size[0], size[1]) if category in _SUPPORTS else 0.0
         placed.append(_Object(info, yaw, footprint, float(position[2] + size[2]), top_radius, primitives,
                               aim=primitives[0].origin.copy(), texture=str(rng.choice(OBJECT_TEXTURES)),
-                              texture_scale=float(rng.uniform(0.05, 0.15)),
+                              texture_scale=scale * float(rng.uniform(0.05, 0.15)),
                               texture_amount=float(rng.uniform(0.25, 0.45))))
     # ids 1..K in placement order, without gaps left by objects that did not fit
     for new_index, obj in enumerate(placed):
@@ -174,6 +181,7 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
 
 def make_layout(config: GeneratorConfig, rng: np.random.Generator) -> Layout:
     objects = place_objects(config, rng)
+    scale = 1.0 if config.kind == "room" else TABLETOP_SCALE  # patterns as fine as the objects are small
     centres = np.array([o.info.center[:2] for o in objects])
     center = (centres.min(0) + centres.max(0)) / 2
     radius = max(float(np.hypot(*(c - center))) + o.footprint for c, o in zip(centres, objects))
@@ -181,7 +189,7 @@ def make_layout(config: GeneratorConfig, rng: np.random.Generator) -> Layout:
         half_x=radius + float(rng.uniform(1.6, 3.0)), half_y=radius + float(rng.uniform(1.6, 3.0)),
         wall_height=float(rng.uniform(2.5, 3.2)),
         floor_pattern=str(rng.choice(("checker", "stripes", "noise"))),
-        floor_colors=_muted_pair(rng, 0.35, 0.7), floor_scale=float(rng.uniform(0.2, 0.7)),
+        floor_colors=_muted_pair(rng, 0.35, 0.7), floor_scale=scale * float(rng.uniform(0.2, 0.7)),
         wall_pattern=str(rng.choice(("stripes", "noise", "checker"))),
         wall_colors=_muted_pair(rng, 0.55, 0.9), wall_scale=float(rng.uniform(0.15, 0.6)),
         noise=rng.random((64, 64)))

@@ -31,7 +31,7 @@ def generate_scene(seed: int, config: GeneratorConfig = GeneratorConfig()) -> Sc
     """One random scene, a pure function of ``seed`` and ``config``."""
     rng = np.random.default_rng(seed)
     layout = make_layout(config, rng)
-    kind = str(rng.choice(config.trajectories))
+    kind = str(rng.choice(config.trajectories)) if config.kind == "room" else "above"
     fov = float(rng.uniform(*config.fov_deg))
     intrinsic = _intrinsics(fov, config.image_size)
     eyes, targets, rolls = camera_path(kind, layout, config.num_views, rng)
