@@ -104,10 +104,15 @@ def run_case(preset: str, args: argparse.Namespace) -> dict | None:
         return None
     command = [sys.executable, __file__, "--worker", preset, "--views", str(args.views), "--height", str(args.height),
                "--width", str(args.width), "--repeats", str(args.repeats), "--threads", str(args.threads)]
-    print(f"running {preset} ...", file=sys.stderr, flush=True)
+    return run_worker(command, preset)
+
+
+def run_worker(command: list[str], label: str) -> dict | None:
+    """Run one case in a fresh process (so its peak memory is its own); its last stdout line is its JSON row."""
+    print(f"running {label} ...", file=sys.stderr, flush=True)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"{preset} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+        print(f"{label} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(result.stdout.strip().splitlines()[-1])
 

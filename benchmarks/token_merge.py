@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,13 +34,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from model_forward import peak_rss_gb, run_worker  # noqa: E402  (this script's folder is on sys.path)
+
 
 def peak_memory_gb(device: str) -> float:
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 1024**3
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    return peak_rss_gb()
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -130,21 +130,16 @@ def rotation_error_deg(a, b) -> float:
     """Mean angle between the rotations of two runs' cameras (degrees)."""
     import numpy as np
 
-    relative = np.einsum("sij,skj->sik", a, b)
-    cosine = np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1, 1)
-    return float(np.degrees(np.arccos(cosine)).mean())
+    from iggt.evaluation.metrics import _rotation_angle_deg
+
+    return float(_rotation_angle_deg(np.einsum("sij,skj->sik", a, b)).mean())
 
 
 def run_case(args: argparse.Namespace, views: int, ratio: float, rotations: Path) -> dict | None:
     command = [sys.executable, __file__, "--worker", "--checkpoint", args.checkpoint, "--device", args.device,
                "--dtype", args.dtype, "--size", str(args.size), "--case-views", str(views), "--case-ratio", str(ratio),
                "--rotations-out", str(rotations)]
-    print(f"running {views} views, merge ratio {ratio} ...", file=sys.stderr, flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"{views} views at ratio {ratio} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_worker(command, f"{views} views, merge ratio {ratio}")
 
 
 def main() -> None:

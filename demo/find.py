@@ -26,7 +26,7 @@ from grounding.embedders import DEFAULT_MODEL, Embedder, EmbedderUnavailable, ma
 from iggt.errors import IGGTError
 
 EMBEDDER_VARIABLE = "IGGT_EMBEDDER"
-VOCABULARIES = ("scannet20", "scannet200")
+VOCABULARIES = openvocab.BUILTIN_VOCABULARIES
 SHOWN_ROWS = 8
 
 
@@ -91,18 +91,13 @@ class FindHandlers:
         self.handlers = handlers
         self.embedders = embedders or EmbedderService()
 
-    def _embedder(self) -> Embedder | None:
+    def _embedder(self) -> tuple[Embedder | None, str]:
+        """The embedder, or None and what the tab says instead (one load attempt)."""
         try:
-            return self.embedders.get()
-        except EmbedderUnavailable:
-            return None
-
-    def _offline(self) -> str:
-        try:
-            self.embedders.get()
+            return self.embedders.get(), ""
         except EmbedderUnavailable as err:
-            return f"**Find is offline here.** {html.escape(str(err)).capitalize()}. Everything else works without it."
-        return ""
+            return None, (f"**Find is offline here.** {html.escape(str(err)).capitalize()}. "
+                          "Everything else works without it.")
 
     @user_errors
     def find(self, query, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
@@ -110,9 +105,9 @@ class FindHandlers:
         """Rank the instances for ``query`` and highlight the matches."""
         if session is None or session.scene is None or session.scene.instances is None:
             return "Reconstruct a scene first.", gr.skip(), gr.skip(), gr.skip(), session
-        embedder = self._embedder()
+        embedder, offline = self._embedder()
         if embedder is None:
-            return self._offline(), gr.skip(), gr.skip(), gr.skip(), session
+            return offline, gr.skip(), gr.skip(), gr.skip(), session
         try:
             result = openvocab.find(session.scene, query or "", embedder)
         except IGGTError as err:
@@ -128,9 +123,9 @@ class FindHandlers:
         """Label every instance from ``vocabulary``; the table shows the labels, the downloads carry them."""
         if session is None or session.scene is None or session.scene.instances is None:
             return "Reconstruct a scene first.", gr.skip(), session
-        embedder = self._embedder()
+        embedder, offline = self._embedder()
         if embedder is None:
-            return self._offline(), gr.skip(), session
+            return offline, gr.skip(), session
         try:
             session.scene = openvocab.label_instances(session.scene, vocabulary or VOCABULARIES[0], embedder)
         except IGGTError as err:

@@ -206,6 +206,7 @@ def reconstruct_and_export(args: argparse.Namespace, reconstructor, formats: lis
     for video, frames in chosen_frames(views).items():
         print(f"{video}: frames {', '.join(map(str, frames))} ({args.select})")
     intrinsics, known_length = _known_camera_and_length(args, views)  # checked before the model runs
+    cameras = CameraOptions(args.camera_model, args.shared_camera)
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}") as bar:
         def stage(start: float, share: float) -> Progress:
             """A progress callback that fills the bar from ``start`` over ``share`` of it."""
@@ -216,7 +217,7 @@ def reconstruct_and_export(args: argparse.Namespace, reconstructor, formats: lis
             return report
 
         scene = reconstructor(views, progress=stage(0.0, RECONSTRUCTION_SHARE))
-        refined = _refine(args, scene, reconstructor, intrinsics)
+        refined = _refine(args, scene, reconstructor, intrinsics, cameras)
         scene = refined.scene
         if args.clustering != "none":
             instances = segment_instances(scene, ClusteringConfig.from_preset(args.clustering),
@@ -231,7 +232,7 @@ def reconstruct_and_export(args: argparse.Namespace, reconstructor, formats: lis
                              progress=stage(RECONSTRUCTION_SHARE + CLUSTERING_SHARE,
                                             1 - RECONSTRUCTION_SHARE - CLUSTERING_SHARE),
                              photos=[view.image for view in views], colmap_model=refined.colmap_model,
-                             cameras=CameraOptions(args.camera_model, args.shared_camera))
+                             cameras=cameras)
 
     for note in refined.notes:
         print(note)
@@ -255,17 +256,16 @@ def _known_camera_and_length(args: argparse.Namespace, views: list):
     return intrinsics, None if args.known_length is None else KnownLength.parse(args.known_length)
 
 
-def _refine(args: argparse.Namespace, scene, reconstructor, intrinsics):
+def _refine(args: argparse.Namespace, scene, reconstructor, intrinsics, cameras):
     """--intrinsics, --ba and --poses on the feed-forward scene (`iggt.sfm.refine`)."""
     from iggt.sfm.adjust import AdjustmentConfig
     from iggt.sfm.cameras import read_poses
-    from iggt.sfm.colmap import CameraOptions
     from iggt.sfm.refine import RefineOptions, refine
 
     options = RefineOptions(
         bundle_adjust=args.ba, tracks=args.tracks, intrinsics=intrinsics,
         poses=None if args.poses is None else read_poses(args.poses, scene),
-        adjustment=AdjustmentConfig(cameras=CameraOptions(args.camera_model, args.shared_camera),
+        adjustment=AdjustmentConfig(cameras=cameras,
                                     max_reprojection_error=args.max_reproj_error))
     return refine(scene, options, reconstructor.model, reconstructor.device)
 

@@ -53,8 +53,8 @@ def random_embedder(kind: str = "clip", size: str = "tiny", device: str = "cpu",
     else:
         model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
     image_size = model.config.vision_config.image_size
-    mean = (0.5, 0.5, 0.5) if kind == "siglip" else ImageInput(image_size).mean
-    std = (0.5, 0.5, 0.5) if kind == "siglip" else ImageInput(image_size).std
+    grey = (0.5, 0.5, 0.5)
+    image_input = ImageInput(image_size, grey, grey) if kind == "siglip" else ImageInput(image_size)
     name = f"random-{kind}-{size}"
-    return TransformersEmbedder(model, word_tokenizer(), ImageInput(image_size, mean, std), name, device, batch_size)
+    return TransformersEmbedder(model, word_tokenizer(), image_input, name, device, batch_size)
 

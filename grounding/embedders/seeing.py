@@ -17,8 +17,8 @@ import re
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
+from grounding.vlm.seeing_server import ellipse_fill, solidity
 from iggt.data.synthetic.config import CATEGORIES, PALETTE
 
 from .base import Region, normalize_rows
@@ -64,22 +64,6 @@ def colour_scores(pixels: np.ndarray) -> np.ndarray:
     return votes / max(votes.sum(), 1.0)
 
 
-def _solidity(mask: np.ndarray) -> float:
-    try:
-        return float(min(1.0, mask.sum() / ConvexHull(np.argwhere(mask)).volume))
-    except (QhullError, ValueError):
-        return 1.0
-
-
-def _ellipse_fill(mask: np.ndarray) -> float:
-    """IoU of the mask with the ellipse of its second moments (1 for a disc)."""
-    ys, xs = np.nonzero(mask)
-    cov = np.cov(np.stack([ys - ys.mean(), xs - xs.mean()])) + np.eye(2) * 1e-6
-    grid = np.stack(np.mgrid[0:mask.shape[0], 0:mask.shape[1]], axis=-1) - np.array([ys.mean(), xs.mean()])
-    ellipse = np.einsum("...i,ij,...j->...", grid, np.linalg.inv(cov), grid) <= 4.0
-    return float((ellipse & mask).sum() / max((ellipse | mask).sum(), 1))
-
-
 def region_features(region: Region) -> dict[str, float]:
     """Silhouette measures of the region's largest connected part."""
     parts, count = ndimage.label(region.mask)
@@ -89,9 +73,9 @@ def region_features(region: Region) -> dict[str, float]:
     mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     widths = mask.sum(axis=1).astype(np.float64)
     quarter = max(1, len(widths) // 5)
-    return {"solidity": _solidity(mask), "extent": float(mask.mean()), "aspect": mask.shape[0] / mask.shape[1],
+    return {"solidity": solidity(mask), "extent": float(mask.mean()), "aspect": mask.shape[0] / mask.shape[1],
             "top": float(widths[:quarter].mean() / widths.max()),
-            "bottom": float(widths[-quarter:].mean() / widths.max()), "ellipse": _ellipse_fill(mask)}
+            "bottom": float(widths[-quarter:].mean() / widths.max()), "ellipse": ellipse_fill(mask)}
 
 
 SHAPE_PROTOTYPES = {

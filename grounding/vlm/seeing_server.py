@@ -117,14 +117,18 @@ def shape_name(mask: np.ndarray) -> str:
     widths = mask[rows].sum(axis=1).astype(np.float64)
     if widths[:max(1, len(rows) // 4)].mean() < 0.4 * widths.max():
         return "cone"
+    return "sphere" if ellipse_fill(mask) >= 0.945 else "cube"
+
+
+def ellipse_fill(mask: np.ndarray) -> float:
+    """IoU of the mask with the ellipse of its second moments (1 for a disc)."""
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()
     cov = np.cov(np.stack([ys - cy, xs - cx])) + np.eye(2) * 1e-6
     grid_y, grid_x = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
     offsets = np.stack([grid_y - cy, grid_x - cx], axis=-1)
     ellipse = np.einsum("...i,ij,...j->...", offsets, np.linalg.inv(cov), offsets) <= 4.0
-    iou = (ellipse & mask).sum() / max((ellipse | mask).sum(), 1)
-    return "sphere" if iou >= 0.945 else "cube"
+    return float((ellipse & mask).sum() / max((ellipse | mask).sum(), 1))
 
 
 def solidity(mask: np.ndarray) -> float:

@@ -112,6 +112,11 @@ def _shape(category: str, rng: np.random.Generator,
     raise ValueError(f"unknown category {category!r}")
 
 
+def _scale(config: GeneratorConfig) -> float:
+    """Length scale of a scene's objects and patterns: 1 in a room, `TABLETOP_SCALE` on a table top."""
+    return 1.0 if config.kind == "room" else TABLETOP_SCALE
+
+
 def _choose_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[tuple[str, str]]:
     """(category, colour) of every object, with a look-alike group when the dice say so."""
     count = int(rng.integers(config.object_count[0], config.object_count[1] + 1))
@@ -131,7 +136,7 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
     placed: list[_Object] = []
     supports_used: set[int] = set()
     chosen = _choose_objects(config, rng)
-    scale = 1.0 if config.kind == "room" else TABLETOP_SCALE
+    scale = _scale(config)
     spread = scale * (0.5 + 0.12 * len(chosen))  # radius of the disk the objects are dropped in
     gap = 0.05 * scale  # free space between two footprints
     for index, (category, color_name) in enumerate(chosen):
@@ -181,7 +186,7 @@ def place_objects(config: GeneratorConfig, rng: np.random.Generator) -> list[_Ob
 
 def make_layout(config: GeneratorConfig, rng: np.random.Generator) -> Layout:
     objects = place_objects(config, rng)
-    scale = 1.0 if config.kind == "room" else TABLETOP_SCALE  # patterns as fine as the objects are small
+    scale = _scale(config)  # patterns as fine as the objects are small
     centres = np.array([o.info.center[:2] for o in objects])
     center = (centres.min(0) + centres.max(0)) / 2
     radius = max(float(np.hypot(*(c - center))) + o.footprint for c, o in zip(centres, objects))
