@@ -18,14 +18,18 @@ in-process); ``--style`` makes it answer as other models and servers do (a reaso
 sentence, prose around JSON, tool calls, ...: `seeing_server.STYLES`), one column per style: the
 quirk matrix. ``--base-url``/``--model`` point it at a real OpenAI-compatible server instead (API
 key from OPENAI_API_KEY). ``--recheck both`` answers every question with and without the answers'
-self-check (`AgentConfig.recheck`), one column each. Answers are cached per scene within a mode
-and column (as in an app session), so later questions about a scene cost fewer VLM calls. The
-run ends with a markdown table of accuracy per mode and question kind, one column per source,
-style and self-check setting.
+self-check (`AgentConfig.recheck`), one column each; ``--prefilter both`` with and without the
+agent's pre-filter of its find checks by an embedding model (``--embedder``, default the seeing
+test embedder; `AgentConfig.prefilter`), and reports the checks it saved and how often it left out
+an instance the answer needed. Answers are cached per scene within a mode and column (as in an
+app session), so later questions about a scene cost fewer VLM calls. The run ends with two
+markdown tables per mode and question kind, one column per source, style, self-check and
+pre-filter setting: VLM calls per question, then accuracy.
 
     python benchmarks/grounding.py --scenes 10
     python benchmarks/grounding.py --scenes 6 --style plain think reasoning-field sentence prose bold tools
     python benchmarks/grounding.py --scenes 20 --checkpoint iggt/weights/iggt-small --recheck both
+    python benchmarks/grounding.py --scenes 20 --modes agent --prefilter both
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from grounding.agent import AgentConfig  # noqa: E402
+from grounding.embedders import SEEING, Embedder, make_embedder  # noqa: E402
 from grounding.evaluation import (KINDS, MIN_MATCH_IOU, Outcome, benchmark_scene, make_questions,  # noqa: E402
                                   match_to_objects, resample_record, run_questions, summarize, unnamed_oracle)
 from grounding.highlight import highlight_instance  # noqa: E402
@@ -58,6 +63,8 @@ from iggt.scene import Scene  # noqa: E402
 from iggt.structure import mark_structure  # noqa: E402
 
 ORACLE = "oracle"
+PREFILTER = ", pre-filter"
+"""Suffix of the columns answered with the agent's pre-filter."""
 
 
 @dataclass
@@ -115,16 +122,40 @@ class Variant:
     """Added to the source's name to name the column ("" for the only variant)."""
     model: str
     config: AgentConfig = AgentConfig()
+    embedder: Embedder | None = None
+    """The agent's pre-filter of its find checks (None: every find asks about every instance)."""
 
 
-def variants(model: str, styles: list[str] | None, recheck: str) -> list[Variant]:
-    """One variant per style (model "seeing+<style>", "plain" = the model itself) and self-check setting."""
+def _settings(choice: str, on: tuple[str, object], off: tuple[str, object]) -> list[tuple[str, object]]:
+    """An on/off/both option as (column suffix, setting) pairs, the one without a suffix first."""
+    return sorted({"on": [on], "off": [off], "both": [on, off]}[choice], key=lambda setting: setting[0] != "")
+
+
+def variants(model: str, styles: list[str] | None, recheck: str, prefilter: str = "off",
+             embedder: Embedder | None = None) -> list[Variant]:
+    """One variant per style (model "seeing+<style>", "plain" = the model itself), self-check setting and
+    pre-filter setting."""
     models = [(f", {style}" if len(styles) > 1 else f" ({style})", model if style == "plain" else f"{model}+{style}")
               for style in styles] if styles else [("", model)]
-    settings = {"on": [("", True)], "off": [(", no re-check", False)],
-                "both": [("", True), (", no re-check", False)]}[recheck]
-    return [Variant(style_suffix + check_suffix, name, replace(AgentConfig(), recheck=check))
-            for style_suffix, name in models for check_suffix, check in settings]
+    checks = _settings(recheck, ("", True), (", no re-check", False))
+    filters = _settings(prefilter, (PREFILTER, embedder), ("", None))
+    return [Variant(style_suffix + check_suffix + filter_suffix, name, replace(AgentConfig(), recheck=check),
+                    filter_embedder)
+            for style_suffix, name in models for check_suffix, check in checks
+            for filter_suffix, filter_embedder in filters]
+
+
+def left_out_needed(outcome: Outcome) -> int:
+    """How many instances the answer needed that a pre-filter left out of a check of the question's own
+    target (find, count and colour questions; the others check other descriptions)."""
+    if outcome.question.kind not in ("find", "count", "colour"):
+        return 0
+    if outcome.matches is None:
+        needed = set(outcome.question.expected_ids)
+    else:
+        needed = {k for k, obj in outcome.matches.items() if obj in outcome.question.expected_objects}
+    return sum(len(needed & set(step.detail.get("skipped", ()))) for step in outcome.reply.trace
+               if step.kind == "prefilter")
 
 
 class Benchmark:
@@ -159,7 +190,7 @@ class Benchmark:
                     backend = self.backends.setdefault((column, mode), self.make_backend(variant.model))
                     self.results += [(column, outcome) for outcome in
                                      run_questions(source.scene, questions, backend, mode, variant.config,
-                                                   matches=source.matches)]
+                                                   matches=source.matches, embedder=variant.embedder)]
 
     def _time_highlights(self, source: Source) -> None:
         start = time.perf_counter()
@@ -178,7 +209,8 @@ class Benchmark:
         return groups
 
     def print_report(self, show_wrong: bool = False) -> None:
-        """Highlight cost, matched objects, the full table per source, mode and kind; the markdown table last."""
+        """Highlight cost, matched objects, the full table per source, mode and kind, the pre-filter's savings;
+        the markdown tables last (accuracy the very last)."""
         for name, seconds in self.highlight_seconds.items():
             height, width = self.sizes[name]
             print(f"highlight ({name}): {1000 * seconds / max(self.highlighted[name], 1):.1f} ms per instance "
@@ -193,24 +225,52 @@ class Benchmark:
             print(f"{name:32s} {mode:8s} {kind:8s} {summary.questions:9d} {summary.accuracy:9.1%} "
                   f"{summary.vlm_calls_per_question:12.2f} {summary.seconds_outside_vlm_per_question:16.3f} "
                   f"{summary.seconds_per_question:7.2f}")
+        self.print_prefilter()
         if show_wrong:
             for name, outcome in self.results:
                 if not outcome.correct:
                     print(f"  wrong ({name}, {outcome.mode}): {outcome.question.text} -> {outcome.reply.text}")
         print()
+        print(self.markdown_table(calls=True))
+        print()
         print(self.markdown_table())
 
-    def markdown_table(self) -> str:
-        """Accuracy per mode and kind (rows) and source (columns), ready to paste into a README."""
+    def print_prefilter(self) -> None:
+        """Per column with the pre-filter: the find checks it ranked and filtered, the checks saved, the
+        instances an answer needed that it left out, and the verdicts that differ from the same column
+        without it (question by question)."""
+        columns = {name: [o for column, o in self.results if column == name]
+                   for name in dict.fromkeys(name for name, _ in self.results)}
+        for name, outcomes in columns.items():
+            steps = [step for o in outcomes for step in o.reply.trace if step.kind == "prefilter"]
+            if not steps:
+                continue
+            line = (f"pre-filter ({name}): {len(steps)} find checks ranked, "
+                    f"{sum(step.detail['saved'] > 0 for step in steps)} filtered, "
+                    f"{sum(step.detail['saved'] for step in steps)} yes/no checks saved; needed instances "
+                    f"left out: {sum(left_out_needed(o) for o in outcomes)}")
+            plain = columns.get(name.removesuffix(PREFILTER))
+            if plain is not None and len(plain) == len(outcomes):
+                pairs = list(zip(plain, outcomes))
+                line += (f"; answers right without it and wrong with it: "
+                         f"{sum(a.correct and not b.correct for a, b in pairs)}, the other way: "
+                         f"{sum(b.correct and not a.correct for a, b in pairs)}")
+            print(line)
+
+    def markdown_table(self, calls: bool = False) -> str:
+        """Accuracy (or, with ``calls``, VLM calls per question) per mode and kind (rows) and source (columns),
+        ready to paste into a README."""
         names = list(dict.fromkeys(name for name, _ in self.results))
         groups = self.groups()
-        lines = ["| mode | questions | kind | " + " | ".join(names) + " |",
+        mode_column = "mode (VLM calls per question)" if calls else "mode"
+        lines = [f"| {mode_column} | questions | kind | " + " | ".join(names) + " |",
                  "| --- | ---: | --- |" + " ---: |" * len(names)]
         for mode in sorted({o.mode for _, o in self.results}, reverse=True):  # verify, then agent
             for kind in ("all", *KINDS):
                 if (names[0], mode, kind) not in groups:
                     continue
-                cells = [f"{summarize(groups[(name, mode, kind)]).accuracy:.1%}" for name in names]
+                summaries = [summarize(groups[(name, mode, kind)]) for name in names]
+                cells = [f"{s.vlm_calls_per_question:.2f}" if calls else f"{s.accuracy:.1%}" for s in summaries]
                 lines.append(f"| {mode} | {len(groups[(names[0], mode, kind)])} | {kind} | " + " | ".join(cells)
                              + " |")
         return "\n".join(lines)
@@ -235,6 +295,10 @@ def main() -> None:
                         help="answer styles of the seeing test server, one column each: " + ", ".join(STYLES))
     parser.add_argument("--recheck", choices=["on", "off", "both"], default="on",
                         help="the answers' self-check (re-check instances whose name contradicts the target)")
+    parser.add_argument("--prefilter", choices=["on", "off", "both"], default="off",
+                        help="the agent's pre-filter of its find checks by embedding score (AgentConfig.prefilter)")
+    parser.add_argument("--embedder", default=SEEING,
+                        help="embedding model of the pre-filter: seeing (the test embedder) or a cached CLIP id")
     parser.add_argument("--show-wrong", action="store_true", help="list every wrong answer")
     args = parser.parse_args()
 
@@ -246,7 +310,8 @@ def main() -> None:
         from grounding.vlm.seeing_server import start_server
         base_url, stop = start_server()
     benchmark = Benchmark(model_run, args.modes, lambda model: OpenAIVLM(OpenAIConfig(model=model, base_url=base_url)),
-                          variants(args.model, args.style, args.recheck))
+                          variants(args.model, args.style, args.recheck, args.prefilter,
+                                   make_embedder(args.embedder) if args.prefilter != "off" else None))
     for seed in tqdm(range(args.seed, args.seed + args.scenes), desc="scenes", unit="scene"):
         benchmark.add_scene(seed)
     if stop is not None:

@@ -20,12 +20,12 @@ import gradio as gr
 
 from demo.handlers import Display, Handlers, user_errors
 from demo.pictures import instance_table
+from demo.services import EMBEDDER_VARIABLE
 from demo.session import Session
 from grounding import openvocab
-from grounding.embedders import DEFAULT_MODEL, Embedder, EmbedderUnavailable, make_embedder
+from grounding.embedders import DEFAULT_MODEL, Embedder, EmbedderUnavailable, shared_embedder
 from iggt.errors import IGGTError
 
-EMBEDDER_VARIABLE = "IGGT_EMBEDDER"
 VOCABULARIES = openvocab.BUILTIN_VOCABULARIES
 SHOWN_ROWS = 8
 
@@ -42,7 +42,7 @@ class EmbedderService:
         """The embedder; `EmbedderUnavailable` (with what to download) when its weights are missing."""
         with self._lock:
             if self._embedder is None:
-                self._embedder = make_embedder(self.name)
+                self._embedder = shared_embedder(self.name)
             return self._embedder
 
 
@@ -96,8 +96,8 @@ class FindHandlers:
         try:
             return self.embedders.get(), ""
         except EmbedderUnavailable as err:
-            return None, (f"**Find is offline here.** {html.escape(str(err)).capitalize()}. "
-                          "Everything else works without it.")
+            hint = html.escape(str(err), quote=False)  # quotes stay quotes inside the command's code span
+            return None, f"**Find is offline here.** {hint[:1].upper()}{hint[1:]}. Everything else works without it."
 
     @user_errors
     def find(self, query, color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,

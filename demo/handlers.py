@@ -527,7 +527,8 @@ class Handlers:
         progress(0.0, desc="Connecting to the VLM")
         backend = self.vlms.backend(backend_choice, base_url=(base_url or "").strip() or None,
                                     model=(model_name or "").strip() or None, api_key=(api_key or "").strip() or None)
-        result = answer(session.scene, question, backend, mode=mode,
+        embedder = self.vlms.embedder() if mode == "agent" else None  # ranks the find checks (fewer VLM calls)
+        result = answer(session.scene, question, backend, mode=mode, embedder=embedder,
                         progress=lambda f, msg: progress(0.05 + 0.9 * f, desc=f"Grounding: {msg}"))
         if any(step.kind == "naming" for step in result.trace):
             session.scene = result.scene  # the names the agent found (notes say which it did not): in the table

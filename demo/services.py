@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from demo.loading_page import loading_note
+from grounding.embedders import DEFAULT_MODEL as DEFAULT_EMBEDDER, Embedder, EmbedderUnavailable, shared_embedder
 from grounding.vlm import VLM, make_backend
 from grounding.vlm.openai_backend import API_KEY_ENV, VLMUnavailable, served_models
 from iggt.checkpoints import OFFICIAL_REPO_ID as OFFICIAL_REPO, CheckpointError, hub_offline
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 SIZE_FACTORS = (1.5, 2.0, 3.0)
 """Input sizes offered besides the model's own, as multiples of its training size."""
 MAX_INPUT_SIZE = 518
+EMBEDDER_VARIABLE = "IGGT_EMBEDDER"
+"""The app's image-text embedding model (Find tab, the agent's pre-filter); default `DEFAULT_EMBEDDER`."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,6 +248,15 @@ class VLMService:
             model = model or served[0]
         return make_backend("openai", model, base_url=base_url if kind == "openai-compatible" else None,
                             api_key=api_key)
+
+    @staticmethod
+    def embedder() -> Embedder | None:
+        """The embedding model the agent pre-filters its find checks with (`grounding.agent.answer`'s
+        ``embedder``), shared with the Find tab; None where its weights are not here (every instance is checked)."""
+        try:
+            return shared_embedder(os.environ.get(EMBEDDER_VARIABLE) or DEFAULT_EMBEDDER)
+        except EmbedderUnavailable:
+            return None
 
     def _qwen_backend(self, model: str | None) -> VLM:
         from grounding.vlm.qwen_backend import DEFAULT_MODEL_ID

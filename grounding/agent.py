@@ -8,7 +8,10 @@
   (`grounding.spatial`). Actions travel as tool calls (`agent_tools`) where the server takes
   them, else as one JSON object per reply (`agent_system_prompt`), found in prose or a fence.
   Invalid actions cost a step and are recorded; after `AgentConfig.max_invalid` invalid replies
-  in a row, or when the step budget is spent, the agent falls back to ``verify``.
+  in a row, or when the step budget is spent, the agent falls back to ``verify``. Given an
+  embedding model (`answer`'s ``embedder``), a check of every instance whose question says what
+  the instance is (the agent's find) first ranks the instances by embedding score and asks only
+  about the likely ones (`PrefilterConfig`, `grounding.openvocab.shortlist`): fewer VLM calls.
 
 In both modes the answer then checks itself: an answered instance whose name contradicts the
 question's target, or that failed an earlier check the target implies, is checked again in its
@@ -26,7 +29,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +39,8 @@ from iggt.errors import IGGTError
 from iggt.progress import Progress
 from iggt.scene import Scene
 
+from . import openvocab
+from .embedders import Embedder
 from .highlight import HighlightConfig, highlight_instance, overview
 from .naming import NamingConfig, name_instances
 from .spatial import (ORDERS, RELATIONS, SceneGeometry, SpatialError, instance_table, location_sentence,
@@ -67,6 +72,8 @@ class AgentConfig:
     highlight: HighlightConfig = HighlightConfig()
     recheck_highlight: HighlightConfig = HighlightConfig(max_views=1, context=0.12)
     naming: NamingConfig = NamingConfig()
+    prefilter: openvocab.PrefilterConfig = openvocab.PrefilterConfig()
+    """Agent mode, with an embedder: which instances a find check still asks the VLM about."""
     max_trace_text: int = 4000
     """Characters of a reply or its reasoning kept in the trace."""
 
@@ -76,8 +83,8 @@ class TraceStep:
     """One thing that happened while answering; ``kind`` says what."""
 
     kind: str
-    """"plan" (a VLM reply), "tool", "check", "recheck", "invalid", "error", "naming", "scope", "fallback"
-    or "answer"."""
+    """"plan" (a VLM reply), "tool", "check", "recheck", "invalid", "error", "naming", "scope", "prefilter",
+    "fallback" or "answer"."""
     summary: str
     detail: dict[str, Any] = field(default_factory=dict)
     images: list[Image.Image] = field(default_factory=list)
@@ -299,6 +306,29 @@ def action_from_call(call: ToolCall) -> tuple[dict | None, str | None]:
     return _checked_action({"action": call.name, **arguments})
 
 
+_CHECK_PREFIX = re.compile(
+    r"^\s*(is|are)\s+(it|this|that|the\s+(highlighted\s+)?(objects?|things?|instances?|ones?)"
+    r"(\s+(outlined|highlighted|marked)(\s+in\s+magenta)?)?)\s+(?P<rest>.+?)[\s?.!]*$", re.IGNORECASE)
+_ARTICLE = re.compile(r"^((a|an|the|any|some)\s+)+", re.IGNORECASE)
+_NOT_WHAT_IT_IS = re.compile(
+    r"^(on|in|inside|into|near|at|with|without|under|over|above|below|behind|beside|by|next|left|right|between|"
+    r"part|made|of|from|to|touching|closer|nearer|farther|further|bigger|smaller|larger|taller|shorter)\b",
+    re.IGNORECASE)
+
+
+def check_description(question: str) -> str | None:
+    """What a yes/no check says the instance is ("Is the object outlined in magenta a red cube?" -> "red
+    cube"), or None when it asks something else (where it is, what it is near, how it compares): only
+    a description can be ranked by embedding score."""
+    match = _CHECK_PREFIX.match(question)
+    if match is None:
+        return None
+    phrase = _ARTICLE.sub("", match.group("rest")).strip()
+    if not phrase or _NOT_WHAT_IT_IS.match(phrase) or not names_the_answer(phrase):
+        return None
+    return phrase
+
+
 def instance_label(instance_id: int, name: str | None) -> str:
     """How an answer names an instance: "#5 yellow cube", or "#5" without a name."""
     return f"#{instance_id} {name}" if name else f"#{instance_id}"
@@ -313,12 +343,14 @@ def _clip(text: str | None, limit: int) -> str | None:
 class _Grounder:
     """Answers questions about one scene with one backend (holds the per-question caches)."""
 
-    def __init__(self, scene: Scene, backend: VLM, config: AgentConfig, progress: Progress | None):
+    def __init__(self, scene: Scene, backend: VLM, config: AgentConfig, progress: Progress | None,
+                 embedder: Embedder | None = None):
         if scene.instances is None or scene.instances.count == 0:
             raise ValueError("the scene has no instances: segment it (iggt.instances) before asking questions")
         self.scene = scene
         self.vlm = _MeteredVLM(backend)
         self.config = config
+        self.embedder = embedder
         self.progress = progress or (lambda fraction, message: None)
         self.key = scene_fingerprint(scene)
         self.trace: list[TraceStep] = []
@@ -371,6 +403,43 @@ class _Grounder:
             elif not sharp:
                 self.verdicts.setdefault(k, {})[question] = reply.answer
         return answers
+
+    def prefilter(self, ids: list[int], question: str) -> tuple[list[int], list[int]]:
+        """The instances a check asks the VLM about, and those the embedding ranking leaves out.
+
+        Only a find is pre-filtered: a check of every instance reasoned about whose question says
+        what the instance is. Instances the ranking does not score (structure) are always asked
+        about. The trace records the ranking and the checks saved, or why none were.
+        """
+        config = self.config.prefilter
+        if (self.embedder is None or not config.enabled or set(ids) != set(self.ids)
+                or len(ids) <= config.keep_top):
+            return ids, []
+        phrase = check_description(question)
+        detail: dict[str, Any] = {"query": phrase, "embedder": self.embedder.name, "candidates": len(ids)}
+        kept, why = None, "the check does not say what the instance is"
+        if phrase is not None:
+            try:
+                ranking = openvocab.find(self.scene, phrase, self.embedder)
+            except IGGTError as err:
+                why = str(err)
+            else:
+                scored = [(k, score) for k, score in ranking.ranked if k in ids]
+                detail["scores"] = {str(k): round(score, 3) for k, score in scored}
+                kept = openvocab.shortlist(replace(ranking, ranked=scored), config)
+                if kept is None:
+                    why = "the embedding scores are flat"
+        if kept is None:
+            self.trace.append(TraceStep("prefilter", f"pre-filter: {why}; asking about all {len(ids)} instances",
+                                        {**detail, "why": why, "saved": 0}))
+            return ids, []
+        skipped = [k for k, _ in scored if k not in kept]
+        asked = [k for k in ids if k not in skipped]
+        self.trace.append(TraceStep(
+            "prefilter", f"pre-filter ({self.embedder.name}, {phrase!r}): asking about {len(asked)} of {len(ids)} "
+                         f"instances, {len(skipped)} checks saved",
+            {**detail, "asked": asked, "skipped": skipped, "saved": len(skipped)}))
+        return asked, skipped
 
     def passing(self, answers: dict[int, YesNo]) -> list[int]:
         """Instances answered yes with P(yes) >= threshold, most probable first."""
@@ -463,13 +532,19 @@ class _Grounder:
         if name == "check":
             if not isinstance(action["question"], str) or not action["question"].strip():
                 raise SpatialError('"question" must be a yes/no question')
-            answers = self.check(self._ids(action["ids"]), action["question"])
+            asked, skipped = self.prefilter(self._ids(action["ids"]), action["question"])
+            answers = self.check(asked, action["question"])
             passed = self.passing(answers)
-            return {"yes": passed, "no": [k for k, a in answers.items() if a.answer is not None and k not in passed],
-                    "unanswered": [k for k, a in answers.items() if a.answer is None],
-                    "count_yes": len(passed),
-                    "p_yes": {str(k): round(a.probability, 3) for k, a in answers.items()
-                              if a.probability is not None}}, []
+            result = {"yes": passed, "no": [k for k, a in answers.items() if a.answer is not None and k not in passed],
+                      "unanswered": [k for k, a in answers.items() if a.answer is None],
+                      "count_yes": len(passed),
+                      "p_yes": {str(k): round(a.probability, 3) for k, a in answers.items()
+                                if a.probability is not None}}
+            if skipped:
+                result["not_asked"] = skipped
+                result["note"] = ("not_asked: an embedding model ranked them far below the best for this "
+                                  "description; check them by id if they matter")
+            return result, []
         if name == "relation":
             a, b = self._int(action["a"], "a"), self._int(action["b"], "b")
             view = self._int(action.get("view", 0), "view")
@@ -562,14 +637,17 @@ def _verdict_word(reply: YesNo) -> str:
 
 
 def answer(scene: Scene, question: str, backend: VLM, mode: str = "verify", config: AgentConfig = AgentConfig(),
-           progress: Progress | None = None) -> Answer:
-    """Answer ``question`` about ``scene`` with ``backend`` in ``mode`` ("verify" or "agent")."""
+           progress: Progress | None = None, embedder: Embedder | None = None) -> Answer:
+    """Answer ``question`` about ``scene`` with ``backend`` in ``mode`` ("verify" or "agent").
+
+    ``embedder``: an image-text embedding model (`grounding.embedders`) for the agent's pre-filter
+    (`AgentConfig.prefilter`); without one every find check asks about every instance."""
     if mode not in MODES:
         raise IGGTError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if not question.strip():
         raise IGGTError("the question is empty")
     start = time.perf_counter()
-    grounder = _Grounder(scene, backend, config, progress)
+    grounder = _Grounder(scene, backend, config, progress, embedder)
     if not asks_about_structure(question) and scene.instances.object_ids:
         grounder.ids = scene.instances.object_ids
         left_out = [i.id for i in scene.instances.info if i.structure]

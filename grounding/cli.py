@@ -2,6 +2,8 @@
 
 Prints the answer and the instances it names, and writes into ``--out`` the highlight of each
 of those instances, an overview with every instance numbered, and ``answer.json`` (the trace).
+In agent mode ``--embedder MODEL`` ranks the instances by an image-text embedding model before
+each find check, so the VLM is asked only about the likely ones (fewer calls).
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="token limit of a reply (openai; default 4096, room for a reasoning model to finish)")
     parser.add_argument("--max-steps", type=int, default=10, help="planning steps of the agent")
+    parser.add_argument("--embedder", default=None, metavar="MODEL",
+                        help="agent mode: rank the instances by this embedding model before each find check and "
+                             "ask the VLM only about the likely ones (seeing, or a CLIP id in the local cache; "
+                             "docs/openvocab.md)")
     parser.add_argument("--device", default="auto", help="device of the local model (qwen)")
     parser.set_defaults(func=run)
 
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from iggt.scene import Scene
 
     from .agent import AgentConfig, answer
+    from .embedders import make_embedder
     from .highlight import highlight_instance, overview
     from .vlm import make_backend
 
@@ -51,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
                         "instance segmentation first")
     backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout,
                            max_retries=args.max_retries, max_tokens=args.max_tokens, device=args.device)
-    result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps))
+    embedder = make_embedder(args.embedder) if args.embedder else None
+    result = answer(scene, args.question, backend, args.mode, replace(AgentConfig(), max_steps=args.max_steps),
+                    embedder=embedder)
     print(result.text)
     for k in result.instance_ids:
         name = result.instance_names.get(k)
@@ -60,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
               + (f"  P(yes) = {probability:.2f}" if probability is not None else ""))
     if result.fell_back:
         print("  (the agent broke the action format and fell back to verify mode; see the trace)")
-    print(f"{result.vlm_calls} VLM calls, {result.total_seconds:.1f} s")
+    cost = f"{result.vlm_calls} VLM calls, {result.total_seconds:.1f} s"
+    if embedder is not None and args.mode == "agent":
+        saved = sum(step.detail["saved"] for step in result.trace if step.kind == "prefilter")
+        cost += f" ({saved} yes/no checks saved by the {embedder.name} pre-filter)"
+    print(cost)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         for k in result.instance_ids:

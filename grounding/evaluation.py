@@ -29,6 +29,7 @@ from iggt.evaluation.metrics import label_overlap
 from iggt.scene import Instances, Scene, nearest_pixels
 
 from .agent import AgentConfig, Answer, answer
+from .embedders import Embedder
 from .vlm.base import VLM
 
 KINDS = ("find", "count", "colour", "side", "nearest")
@@ -239,16 +240,17 @@ class Outcome:
 def run_questions(scene: Scene, questions: list[Question], backend: VLM, mode: str = "agent",
                   config: AgentConfig = AgentConfig(),
                   progress: Callable[[Outcome], None] | None = None,
-                  matches: Mapping[int, int] | None = None) -> list[Outcome]:
+                  matches: Mapping[int, int] | None = None, embedder: Embedder | None = None) -> list[Outcome]:
     """Answer every question (verify mode only gets the "find" questions it is made for).
 
     ``matches`` judges the answers on a scene other than the oracle the questions were written
-    for (see `judge_on_objects`)."""
+    for (see `judge_on_objects`); ``embedder`` pre-filters the agent's find checks (`answer`)."""
     outcomes = []
     for question in questions:
         if mode == "verify" and question.kind != "find":
             continue
-        outcome = Outcome(question, mode, answer(scene, question.text, backend, mode, config), matches)
+        reply = answer(scene, question.text, backend, mode, config, embedder=embedder)
+        outcome = Outcome(question, mode, reply, matches)
         outcomes.append(outcome)
         if progress:
             progress(outcome)

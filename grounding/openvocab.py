@@ -10,7 +10,9 @@ object instance is embedded by an image-text model (`grounding.embedders`), then
 * `label_instances` gives every instance the closest name of a vocabulary (a list, or the built-in
   ScanNet-20 / ScanNet-200 class lists), with the softmax probability over the vocabulary as its
   score. Structure (`iggt.structure`) is not embedded: it is labelled floor, wall or ceiling from
-  its plane and the cameras.
+  its plane and the cameras;
+* `shortlist` keeps the instances of a ranking worth asking a chat VLM about (the agent's
+  pre-filter of its find checks, `PrefilterConfig`).
 
 An instance's embedding is the mean of its region embeddings, weighted by visible pixels, over the
 views that see it best (most pixels, not cut by the border) and over several context scales of a
@@ -36,7 +38,7 @@ import numpy as np
 from iggt.errors import IGGTError
 from iggt.geometry import fit_plane, invert_extrinsics
 from iggt.progress import Progress
-from iggt.scene import Scene
+from iggt.scene import Scene, rgb_uint8
 
 from .embedders import Embedder, Region
 from .highlight import best_views
@@ -66,6 +68,26 @@ class OpenVocabConfig:
     """`find`: instances whose score is below this do not match."""
     prompt: str = "a photo of a {}."
     """Template every text is put into (CLIP was trained on captions)."""
+
+
+@dataclass(frozen=True)
+class PrefilterConfig:
+    """Which instances of a ranking a chat VLM is still asked about (`shortlist`).
+
+    Built so that the right instance is rarely dropped: the best few are always kept, and so is
+    every instance scoring close to the best (every match of `find` among them), so a count over
+    several alike objects keeps them all; scores that hardly differ keep everyone.
+    """
+
+    enabled: bool = True
+    """Pre-filter the agent's find checks when `grounding.agent.answer` is given an embedder (giving
+    one is the opt-in; without one nothing changes)."""
+    keep_top: int = 3
+    """The best this many are always kept."""
+    margin: float = 0.5
+    """Also kept: every instance scoring at least the best score minus this."""
+    min_spread: float = 0.1
+    """Scores whose best and worst differ by less than this are flat: every instance is kept."""
 
 
 @dataclass
@@ -218,7 +240,7 @@ def _require_objects(scene: Scene) -> list[int]:
 def instance_regions(scene: Scene, config: OpenVocabConfig = OpenVocabConfig()
                      ) -> tuple[list[Region], np.ndarray, np.ndarray]:
     """Every region to embed, the instance (index into the object ids) and the weight of each."""
-    images = np.clip(np.rint(scene.images * 255.0), 0, 255).astype(np.uint8)
+    images = rgb_uint8(scene.images)
     regions, owners, weights = [], [], []
     for index, k in enumerate(_require_objects(scene)):
         info = scene.instances.info[k]
@@ -297,6 +319,15 @@ def find(scene: Scene, query: str, embedder: Embedder, config: OpenVocabConfig =
         ranked = [(k, 1.0) for k in named] + ranked
     labels = {i.id: i.label for i in scene.instances.info}
     return FindResult(text, ranked, config.threshold, labels)
+
+
+def shortlist(result: FindResult, config: PrefilterConfig = PrefilterConfig()) -> list[int] | None:
+    """The ranked instances worth checking one by one (best first), or None when the scores are flat."""
+    scores = [score for _, score in result.ranked]
+    if not scores or scores[0] - scores[-1] < config.min_spread:
+        return None
+    floor = scores[0] - config.margin
+    return [k for rank, (k, score) in enumerate(result.ranked) if rank < config.keep_top or score >= floor]
 
 
 # -- vocabularies and labels ------------------------------------------------------------------

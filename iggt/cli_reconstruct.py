@@ -97,9 +97,9 @@ def _add_sfm_options(parser: argparse.ArgumentParser) -> None:
                        help="COLMAP camera model of the export and of bundle adjustment (default: %(default)s)")
     group.add_argument("--shared-camera", action="store_true",
                        help="one camera for all photos (same size), as one phone at one zoom")
-    group.add_argument("--max-reproj-error", type=float, default=8.0,
+    group.add_argument("--max-reproj-error", type=float, default=32.0,
                        help="--ba: observations of the first triangulation kept up to this many model-input "
-                            "pixels (default: %(default)s)")
+                            "pixels; loose, as the predicted cameras may be degrees off (default: %(default)s)")
     group.add_argument("--intrinsics", default=None,
                        help="known intrinsics in the photos' own pixels: fx,fy,cx,cy for all photos, one group "
                             "per photo separated by ';', or a COLMAP cameras.txt; used for the points, held "

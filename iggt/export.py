@@ -5,6 +5,11 @@ unprojected with the predicted cameras, or the point head), which confidence per
 to keep, which colouring (photo RGB, instance colours, or a PCA of the instance features),
 and which instances to emphasise. `export_all` writes every requested format into one folder.
 
+Memory at many views: points are selected and coloured a chunk of views at a time
+(`iggt.scene.CHUNK_VIEWS`); the PLY file is written chunk by chunk, so it holds every point
+without a copy of the cloud in memory; GLB files hold at most `GLB_MAX_POINTS` points (a
+fixed-seed subset beyond), since trimesh builds them whole and viewers draw no more.
+
 File conventions:
 
 * GLB: a point cloud plus one frustum per camera, turned upright for common viewers
@@ -24,7 +29,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -35,7 +40,7 @@ from PIL import Image
 from iggt.geometry import invert_extrinsics
 from iggt.instances import normalize_features
 from iggt.progress import Progress
-from iggt.scene import BACKGROUND, Scene, one_based_ids
+from iggt.scene import BACKGROUND, Scene, one_based_ids, rgb_float, rgb_uint8, view_chunks
 from iggt.sfm.colmap import CameraOptions, safe_stem as _safe_stem, view_name as _view_name, \
     view_transform as _view_transform
 from iggt.structure import sky_pixels, structure_mask
@@ -53,6 +58,12 @@ DIMMED_WEIGHT = 0.25
 DIMMED_GREY = np.array([170, 170, 170], np.float64)
 PCA_PERCENTILES = (2.0, 98.0)
 """Each PCA channel is stretched so these percentiles map to 0 and 1 (as the official demo)."""
+PCA_FIT_PIXELS = 1_000_000
+"""The feature PCA and its stretch are fitted on at most this many pixels (a fixed-seed sample;
+every pixel below it, about 20 views of 224 x 224), then applied to every point."""
+GLB_MAX_POINTS = 4_000_000
+"""A GLB point cloud holds at most this many points (a fixed-seed subset beyond): trimesh builds
+the file whole in memory, and browsers' glTF viewers draw no more smoothly. The PLY has them all."""
 MIN_CONFIDENCE = 1e-5
 OVERLAY_ALPHA = 0.5
 FRUSTUM_DEPTH = 0.08
@@ -111,46 +122,103 @@ class PointCloud:
 
 
 # -- point selection and colours ----------------------------------------------------------
+Pixels = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(view, row, column) indices of selected pixels, in C order."""
+
+
 def select_points(scene: Scene, options: PointCloudOptions = PointCloudOptions()) -> PointCloud:
     """The points of ``scene`` that ``options`` keep, coloured as asked."""
-    if options.geometry == "depth":
-        points, confidence = scene.points_from_depth, scene.depth_conf
-        valid = scene.depth > 0
-    elif options.geometry == "points":
-        points, confidence = scene.world_points, scene.world_points_conf
-        valid = np.ones(confidence.shape, bool)
-    else:
+    parts = list(point_chunks(scene, options))
+    if not parts:
+        return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int32),
+                          np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    return PointCloud(*(np.concatenate([getattr(part, name) for part in parts])
+                        for name in ("points", "colors", "instance", "view", "pixel")))
+
+
+def point_chunks(scene: Scene, options: PointCloudOptions = PointCloudOptions()) -> Iterator[PointCloud]:
+    """`select_points`'s cloud a chunk of views at a time (empty chunks left out): what a file
+    that streams writes, with no copy of the whole cloud in memory."""
+    colorize = _colorizer(scene, options.color_mode)
+    points = scene.points_from_depth if options.geometry == "depth" else scene.world_points
+    for view, row, col in _pixel_chunks(kept_pixels(scene, options), options.max_points):
+        instance = (np.full(len(view), BACKGROUND, np.int32) if scene.instances is None
+                    else scene.instances.labels[view, row, col].astype(np.int32))
+        colors = colorize(view, row, col)
+        if options.highlight is not None:
+            colors = dim_colors(colors, instance, options.highlight)
+        yield PointCloud(points[view, row, col].astype(np.float32), colors, instance, view,
+                         np.stack([row, col], axis=1))
+
+
+def kept_pixels(scene: Scene, options: PointCloudOptions = PointCloudOptions()) -> np.ndarray:
+    """``[S, H, W]`` bool: the pixels whose points ``options`` keep (before ``max_points``)."""
+    if options.geometry not in ("depth", "points"):
         raise ValueError(f"geometry must be 'depth' or 'points', not {options.geometry!r}")
-    valid &= np.isfinite(points).all(axis=-1) & np.isfinite(confidence) & (confidence > MIN_CONFIDENCE)
+    points, confidence = ((scene.points_from_depth, scene.depth_conf) if options.geometry == "depth"
+                          else (scene.world_points, scene.world_points_conf))
+    valid = np.empty(confidence.shape, bool)
+    for chunk in view_chunks(scene.num_views):
+        valid[chunk] = (np.isfinite(points[chunk]).all(axis=-1) & np.isfinite(confidence[chunk])
+                        & (confidence[chunk] > MIN_CONFIDENCE))
+        if options.geometry == "depth":
+            valid[chunk] &= scene.depth[chunk] > 0
     if options.conf_percentile > 0 and valid.any():
         valid &= confidence >= np.percentile(confidence[valid], options.conf_percentile)
 
-    labels = scene.instances.labels if scene.instances is not None else np.full(valid.shape, BACKGROUND)
     if options.drop_background:
         _require_instances(scene, "drop the background")
-        valid &= labels != BACKGROUND
+        valid &= scene.instances.labels != BACKGROUND
     if options.drop_structure and scene.instances is not None:
         valid &= ~structure_mask(scene.instances)
     if options.views is not None:
         valid &= np.isin(np.arange(scene.num_views), np.asarray(list(options.views), dtype=np.int64))[:, None, None]
     if options.drop_black or options.drop_white:
-        rgb = np.round(np.clip(scene.images, 0, 1) * 255)
-        if options.drop_black:
-            valid &= rgb.sum(axis=-1) >= BLACK_RGB_SUM
-        if options.drop_white:
-            valid &= ~(rgb > WHITE_CHANNEL).all(axis=-1)
+        for chunk in view_chunks(scene.num_views):
+            rgb = rgb_uint8(scene.images[chunk])
+            if options.drop_black:
+                valid[chunk] &= rgb.sum(axis=-1, dtype=np.int32) >= BLACK_RGB_SUM
+            if options.drop_white:
+                valid[chunk] &= ~(rgb > WHITE_CHANNEL).all(axis=-1)
     if options.drop_sky:
         valid &= ~sky_pixels(scene)
-    view, row, col = np.nonzero(valid)
-    if options.max_points is not None and len(view) > options.max_points:
-        keep = np.sort(np.random.default_rng(0).choice(len(view), options.max_points, replace=False))
-        view, row, col = view[keep], row[keep], col[keep]
+    return valid
 
-    colors = _pixel_colors(scene, options.color_mode)[view, row, col]
-    instance = labels[view, row, col].astype(np.int32)
-    if options.highlight is not None:
-        colors = dim_colors(colors, instance, options.highlight)
-    return PointCloud(points[view, row, col].astype(np.float32), colors, instance, view, np.stack([row, col], axis=1))
+
+def _pixel_chunks(valid: np.ndarray, max_points: int | None) -> Iterator[Pixels]:
+    """The ``valid`` pixels a chunk of views at a time; beyond ``max_points`` a fixed-seed random
+    subset of them (the same subset whatever the chunking)."""
+    per_view = valid.reshape(len(valid), -1).sum(axis=1)
+    total = int(per_view.sum())
+    keep = None
+    if max_points is not None and total > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(total, max_points, replace=False))
+    first = np.concatenate([[0], np.cumsum(per_view)])  # rank of each view's first valid pixel
+    for chunk in view_chunks(len(valid)):
+        view, row, col = np.nonzero(valid[chunk])
+        view = view + chunk.start
+        if keep is not None:
+            ranks = keep[np.searchsorted(keep, first[chunk.start]):np.searchsorted(keep, first[chunk.stop])]
+            picked = ranks - first[chunk.start]
+            view, row, col = view[picked], row[picked], col[picked]
+        if len(view):
+            yield view, row, col
+
+
+def _colorizer(scene: Scene, color_mode: ColorMode) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """A function from selected pixels (view, row, column) to their ``[N, 3]`` uint8 colours."""
+    if color_mode == "rgb":
+        return lambda view, row, col: rgb_uint8(scene.images[view, row, col])
+    if color_mode == "instance":
+        _require_instances(scene, "colour by instance")
+        palette = np.vstack([scene.instances.colors, BACKGROUND_GREY[None]])
+        labels = scene.instances.labels
+        return lambda view, row, col: palette[np.where(labels[view, row, col] >= 0, labels[view, row, col],
+                                                       len(palette) - 1)]
+    if color_mode == "pca":
+        pca = FeaturePCA.fit(scene.features)
+        return lambda view, row, col: pca.colors(scene.features[view, row, col])
+    raise ValueError(f"color_mode must be 'rgb', 'instance' or 'pca', not {color_mode!r}")
 
 
 def dim_colors(colors: np.ndarray, instance: np.ndarray, highlight: Sequence[int]) -> np.ndarray:
@@ -161,44 +229,61 @@ def dim_colors(colors: np.ndarray, instance: np.ndarray, highlight: Sequence[int
     return colors
 
 
-def _pixel_colors(scene: Scene, color_mode: ColorMode) -> np.ndarray:
-    """``[S, H, W, 3]`` uint8 colour of every pixel."""
-    if color_mode == "rgb":
-        return np.round(np.clip(scene.images, 0, 1) * 255).astype(np.uint8)
-    if color_mode == "instance":
-        _require_instances(scene, "colour by instance")
-        return scene.instances.color_image(background=tuple(BACKGROUND_GREY))
-    if color_mode == "pca":
-        return feature_pca_colors(scene.features)
-    raise ValueError(f"color_mode must be 'rgb', 'instance' or 'pca', not {color_mode!r}")
-
-
 def _require_instances(scene: Scene, purpose: str) -> None:
     if scene.instances is None:
         raise ValueError(f"cannot {purpose}: the scene has no instances (run the clustering first)")
 
 
 def feature_pca_colors(features: np.ndarray) -> np.ndarray:
-    """``[..., D]`` features -> ``[..., 3]`` uint8 colours from their first 3 principal components.
+    """``[..., D]`` features -> ``[..., 3]`` uint8 colours from their first 3 principal components
+    (`FeaturePCA` fitted on these features)."""
+    return FeaturePCA.fit(features).colors(features)
+
+
+@dataclass(frozen=True)
+class FeaturePCA:
+    """The first 3 principal components of features and each one's stretch to 0..255.
 
     Deterministic: exact PCA of the covariance (no randomised solver), each component's sign
     fixed so that its largest loading is positive; every channel stretched so its 2nd and
-    98th percentiles map to 0 and 255 (a constant channel becomes mid-grey).
+    98th percentiles map to 0 and 255 (a constant channel becomes mid-grey). Fitted on at most
+    `PCA_FIT_PIXELS` pixels, applied to any number.
     """
-    flat = np.asarray(features, np.float64).reshape(-1, features.shape[-1])
-    centred = flat - flat.mean(axis=0)
-    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
-    components = eigenvectors[:, ::-1][:, :3]  # largest variance first
-    largest = np.abs(components).argmax(axis=0)
-    components = components * np.sign(components[largest, np.arange(components.shape[1])])
-    projected = centred @ components
-    if projected.shape[1] < 3:  # fewer than 3 feature channels: pad with mid-grey channels
-        projected = np.pad(projected, ((0, 0), (0, 3 - projected.shape[1])))
-    low, high = np.percentile(projected, PCA_PERCENTILES, axis=0)
-    spread = high - low
-    stretched = np.where(spread > 0, (projected - low) / np.where(spread > 0, spread, 1), 0.5)
-    colors = np.round(np.clip(stretched, 0, 1) * 255).astype(np.uint8)
-    return colors.reshape(*features.shape[:-1], 3)
+
+    mean: np.ndarray
+    components: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> "FeaturePCA":
+        """Fit on ``[..., D]`` features (a fixed-seed sample of `PCA_FIT_PIXELS` of them when more)."""
+        flat = np.asarray(features).reshape(-1, features.shape[-1])
+        if len(flat) > PCA_FIT_PIXELS:
+            flat = flat[np.sort(np.random.default_rng(0).choice(len(flat), PCA_FIT_PIXELS, replace=False))]
+        flat = np.asarray(flat, np.float64)
+        mean = flat.mean(axis=0)
+        centred = flat - mean
+        _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+        components = eigenvectors[:, ::-1][:, :3]  # largest variance first
+        largest = np.abs(components).argmax(axis=0)
+        components = components * np.sign(components[largest, np.arange(components.shape[1])])
+        low, high = np.percentile(_pad_channels(centred @ components), PCA_PERCENTILES, axis=0)
+        return cls(mean, components, low, high)
+
+    def colors(self, features: np.ndarray) -> np.ndarray:
+        """``[..., D]`` features -> ``[..., 3]`` uint8 colours."""
+        flat = np.asarray(features, np.float64).reshape(-1, features.shape[-1])
+        projected = _pad_channels((flat - self.mean) @ self.components)
+        spread = self.high - self.low
+        stretched = np.where(spread > 0, (projected - self.low) / np.where(spread > 0, spread, 1), 0.5)
+        colors = np.round(np.clip(stretched, 0, 1) * 255).astype(np.uint8)
+        return colors.reshape(*features.shape[:-1], 3)
+
+
+def _pad_channels(projected: np.ndarray) -> np.ndarray:
+    """Fewer than 3 feature channels: pad with constant (mid-grey) channels."""
+    return np.pad(projected, ((0, 0), (0, 3 - projected.shape[1]))) if projected.shape[1] < 3 else projected
 
 
 # -- GLB ----------------------------------------------------------------------------------
@@ -223,15 +308,18 @@ def export_glb(scene: Scene, path: str | Path, *, color_mode: ColorMode = "rgb",
                conf_percentile: float = PointCloudOptions.conf_percentile, show_cameras: bool = True,
                drop_background: bool = False, highlight: Sequence[int] | None = None,
                geometry: Geometry = PointCloudOptions.geometry, max_points: int | None = None) -> Path:
-    """Write the point cloud (and camera frustums) as a binary glTF file; see `PointCloudOptions`."""
+    """Write the point cloud (and camera frustums) as a binary glTF file; see `PointCloudOptions`
+    (at most `GLB_MAX_POINTS` points, whatever ``max_points``)."""
     options = PointCloudOptions(color_mode=color_mode, geometry=geometry, conf_percentile=conf_percentile,
                                 drop_background=drop_background, highlight=highlight, max_points=max_points)
     return _write_glb(scene, path, options, show_cameras)
 
 
 def _write_glb(scene: Scene, path: str | Path, options: PointCloudOptions, cameras: bool) -> Path:
+    """Write `glb_scene`, with at most `GLB_MAX_POINTS` points."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    options = replace(options, max_points=min(options.max_points or GLB_MAX_POINTS, GLB_MAX_POINTS))
     glb_scene(scene, options, cameras).export(path, file_type="glb")
     return path
 
@@ -282,16 +370,12 @@ _PLY_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
 
 
 def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = PointCloudOptions()) -> Path:
-    """Binary PLY with positions, colours and the instance id of every point (-1 = background)."""
-    cloud = select_points(scene, options)
-    vertices = np.empty(len(cloud.points), _PLY_VERTEX)
-    for axis, name in enumerate("xyz"):
-        vertices[name] = cloud.points[:, axis]
-    for channel, name in enumerate(("red", "green", "blue")):
-        vertices[name] = cloud.colors[:, channel]
-    vertices["instance"] = cloud.instance
+    """Binary PLY with positions, colours and the instance id of every point (-1 = background),
+    written a chunk of views at a time (`point_chunks`)."""
+    count = int(kept_pixels(scene, options).sum())
+    if options.max_points is not None:
+        count = min(count, options.max_points)
     names, label_of_instance = _label_table(scene)
-    vertices["label"] = np.where(cloud.instance >= 0, label_of_instance[np.maximum(cloud.instance, 0)], -1)
     properties = "".join(f"property {kind} {name}\n" for name, kind in (
         ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"), ("green", "uchar"),
         ("blue", "uchar"), ("instance", "int"), ("label", "int")))
@@ -299,10 +383,20 @@ def write_ply(scene: Scene, path: str | Path, options: PointCloudOptions = Point
     header = ("ply\nformat binary_little_endian 1.0\ncomment IGGT point cloud; instance -1 = background\n"
               f"comment units: {scene.units}\n"
               "comment label: index into the 'comment label <index> <name>' lines, -1 = none\n"
-              f"{label_comments}element vertex {len(vertices)}\n{properties}end_header\n")
+              f"{label_comments}element vertex {count}\n{properties}end_header\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header.encode("ascii", "replace") + vertices.tobytes())
+    with path.open("wb") as file:
+        file.write(header.encode("ascii", "replace"))
+        for cloud in point_chunks(scene, options):
+            vertices = np.empty(len(cloud.points), _PLY_VERTEX)
+            for axis, name in enumerate("xyz"):
+                vertices[name] = cloud.points[:, axis]
+            for channel, name in enumerate(("red", "green", "blue")):
+                vertices[name] = cloud.colors[:, channel]
+            vertices["instance"] = cloud.instance
+            vertices["label"] = np.where(cloud.instance >= 0, label_of_instance[np.maximum(cloud.instance, 0)], -1)
+            file.write(vertices.tobytes())
     return path
 
 
@@ -335,7 +429,7 @@ def _view_overlay(scene: Scene, index: int, highlight: Sequence[int] | None, pho
                   max_side: int | None = None, labels: np.ndarray | None = None) -> np.ndarray:
     """One view's overlay (see `instance_overlays`); ``labels`` already upsampled to the drawn size are reused."""
     if photo is None:
-        image, labels = scene.images[index], scene.instances.labels[index]
+        image, labels = rgb_float(scene.images[index]), scene.instances.labels[index]
     else:
         scale = min(1.0, max_side / max(photo.size)) if max_side else 1.0
         size = (max(1, round(photo.height * scale)), max(1, round(photo.width * scale)))
@@ -508,17 +602,14 @@ def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000, 
 
 def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per view: indices of the points it sees and their (x, y) model-input pixel coordinates."""
+    from iggt.geometry import project_points
+
     height, width = scene.image_size
     result = []
     for index in range(scene.num_views):
-        camera = scene.extrinsics[index].astype(np.float64)
-        in_camera = cloud.points.astype(np.float64) @ camera[:, :3].T + camera[:, 3]
-        z = in_camera[:, 2]
-        safe_z = np.where(z > 0, z, 1.0)
-        intrinsics = scene.intrinsics[index].astype(np.float64)
-        xs = intrinsics[0, 0] * in_camera[:, 0] / safe_z + intrinsics[0, 2]
-        ys = intrinsics[1, 1] * in_camera[:, 1] / safe_z + intrinsics[1, 2]
-        inside = (z > 0) & (xs > -0.5) & (xs < width - 0.5) & (ys > -0.5) & (ys < height - 0.5)
+        pixels, z = project_points(cloud.points, scene.extrinsics[index], scene.intrinsics[index])
+        xs, ys = pixels[:, 0], pixels[:, 1]  # NaN behind the camera: never inside
+        inside = (xs > -0.5) & (xs < width - 0.5) & (ys > -0.5) & (ys < height - 0.5)
         cols = np.round(np.where(inside, xs, 0)).astype(np.int64)
         rows = np.round(np.where(inside, ys, 0)).astype(np.int64)
         surface = np.zeros(len(z))

@@ -138,6 +138,25 @@ def unproject_depth(depth: np.ndarray, extrinsics: np.ndarray, intrinsics: np.nd
     return world.astype(np.float32)
 
 
+def project_points(points: np.ndarray, extrinsics: np.ndarray,
+                   intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World points ``[N, 3]`` seen by one camera (``[3, 4]``, ``[3, 3]``) or ``S`` cameras
+    (``[S, 3, 4]``, ``[S, 3, 3]``) -> pixels ``[..., N, 2]`` (x, y) and depth ``[..., N]``, float64.
+
+    The inverse of `unproject_depth` (pixel centres at integers). Pixels are NaN where the point
+    is not in front of the camera (depth <= 0), so comparisons with them are False.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    extrinsics = np.asarray(extrinsics, dtype=np.float64)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    in_camera = np.einsum("...ij,nj->...ni", extrinsics[..., :3], points) + extrinsics[..., None, :, 3]
+    homogeneous = np.einsum("...ij,...nj->...ni", intrinsics, in_camera)
+    depth = in_camera[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pixels = np.where(depth[..., None] > 0, homogeneous[..., :2] / homogeneous[..., 2:], np.nan)
+    return pixels, depth
+
+
 def umeyama_alignment(
     source: np.ndarray, target: np.ndarray, with_scale: bool = True
 ) -> tuple[float, np.ndarray, np.ndarray]:

@@ -19,6 +19,11 @@ space, coarse to fine in the image; the 3D smoothing runs as a gated image-space
 `OFFICIAL_METHOD` is the released demo's exact (slow) computation, `OFFICIAL_METHOD_52B129A`
 the one of its previous version; `benchmarks/clustering.py` measures the agreement of ours with
 them and the times.
+
+Memory at many views: the one array as large as the features is the smoothed float32 copy
+that is clustered; normalising, image smoothing and assignment run a few views at a time
+(`iggt.scene.CHUNK_VIEWS`), and only the sampled rows are copied for HDBSCAN, so a compact (float16)
+scene of 1000 views needs about one float32 feature array more than the scene itself.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from iggt.progress import Progress
-from iggt.scene import BACKGROUND, InstanceInfo, Instances, Scene, ViewPresence
+from iggt.scene import BACKGROUND, InstanceInfo, Instances, Scene, ViewPresence, view_chunks
 
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 BOX_PERCENTILES = (2.0, 98.0)
@@ -223,7 +228,7 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
     pixels = np.flatnonzero(confident)
     report(0.4, f"Clustering a sample of {len(pixels)} confident pixels")
     flat_features = smoothed.reshape(-1, smoothed.shape[-1])
-    sample, sample_labels = cluster_sample(flat_features[pixels], config, view_pixels=int(np.prod(scene.image_size)))
+    sample, sample_labels = cluster_sample(flat_features, pixels, config, view_pixels=int(np.prod(scene.image_size)))
     labels = np.full(confident.shape, BACKGROUND, dtype=np.int32)
     clustered = sample_labels >= 0
     if clustered.any():
@@ -234,11 +239,13 @@ def segment_instances(scene: Scene, config: ClusteringConfig | None = None,
             stride=config.assignment_stride)
     else:
         labels[confident] = 0
+    confident_count = len(pixels)
+    del smoothed, flat_features, pixels  # the largest arrays here: free them before measuring
     if config.split_gap is not None:
         report(0.8, "Splitting instances into their parts connected in 3D")
         view_pixels = int(np.prod(scene.image_size))
         labels = split_disconnected(labels, scene.points_from_depth, config.split_gap,
-                                    min_part=config.sample_sizes(len(pixels), len(pixels), view_pixels)[0])
+                                    min_part=config.sample_sizes(confident_count, confident_count, view_pixels)[0])
     report(0.9, "Measuring instances")
     instances = describe_instances(labels, scene.points_from_depth, scene.images)
     report(1.0, f"{instances.count} instances")
@@ -255,8 +262,11 @@ def _check_scene(scene: Scene) -> None:
 
 def confident_pixels(scene: Scene, config: ClusteringConfig) -> np.ndarray:
     """``[S, H, W]`` bool: pixels with usable geometry and features and enough depth confidence."""
-    usable = (np.isfinite(scene.points_from_depth).all(axis=-1) & np.isfinite(scene.features).all(axis=-1)
-              & np.isfinite(scene.depth_conf) & (scene.depth > 0))
+    usable = np.empty(scene.depth.shape, bool)
+    for chunk in view_chunks(scene.num_views):
+        usable[chunk] = (np.isfinite(scene.points_from_depth[chunk]).all(axis=-1)
+                         & np.isfinite(scene.features[chunk]).all(axis=-1)
+                         & np.isfinite(scene.depth_conf[chunk]) & (scene.depth[chunk] > 0))
     if not usable.any():
         return usable
     threshold = np.percentile(scene.depth_conf[usable], config.confidence_percentile)
@@ -270,21 +280,33 @@ def normalize_features(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, 1e-12)
 
 
+def normalized_scene_features(features: np.ndarray) -> np.ndarray:
+    """`normalize_features` of ``[S, H, W, D]`` features of any float dtype, a chunk of views at a time
+    (the float32 result is the only full-size array made)."""
+    normalized = np.empty(features.shape, np.float32)
+    for chunk in view_chunks(len(features)):
+        normalized[chunk] = normalize_features(features[chunk])
+    return normalized
+
+
 # -- 3D smoothing ----------------------------------------------------------------------------
 def smooth_features(scene: Scene, confident: np.ndarray, config: ClusteringConfig) -> np.ndarray:
     """The features that are clustered, ``[S, H, W, D]``: L2-normalised, then smoothed over the
-    3D points (`Scene.points_from_depth`) of the ``confident`` pixels as ``config.smoothing`` says."""
-    features = normalize_features(scene.features)
-    if config.smoothing == "none":
-        return features
+    3D points (`Scene.points_from_depth`) of the ``confident`` pixels as ``config.smoothing`` says.
+    The image smoothing stays within each view, so it runs a chunk of views at a time."""
     if config.smoothing == "image":
         focal = scene.intrinsics[:, [0, 1], [0, 1]].mean(axis=1)
-        return smooth_features_image(features, scene.points_from_depth, scene.depth, focal, confident,
-                                     config.knn_k, config.smoothing_gate)
-    smoothed = features.copy()
-    smoothed[confident] = smooth_features_knn3d(features[confident], scene.points_from_depth[confident],
-                                                config.knn_k)
-    return smoothed
+        smoothed = np.empty(scene.features.shape, np.float32)
+        for chunk in view_chunks(scene.num_views):
+            smoothed[chunk] = smooth_features_image(
+                normalize_features(scene.features[chunk]), scene.points_from_depth[chunk], scene.depth[chunk],
+                focal[chunk], confident[chunk], config.knn_k, config.smoothing_gate)
+        return smoothed
+    features = normalized_scene_features(scene.features)
+    if config.smoothing == "knn3d":  # every view's points together: one k-d tree, queried in chunks
+        features[confident] = smooth_features_knn3d(features[confident], scene.points_from_depth[confident],
+                                                    config.knn_k)
+    return features
 
 
 def smooth_features_knn3d(features: np.ndarray, points: np.ndarray, k: int,
@@ -363,16 +385,17 @@ def _linked_line_sums(values: np.ndarray, counts: np.ndarray, points: np.ndarray
 
 
 # -- clustering ------------------------------------------------------------------------------
-def cluster_sample(features: np.ndarray, config: ClusteringConfig,
+def cluster_sample(features: np.ndarray, rows: np.ndarray, config: ClusteringConfig,
                    view_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """HDBSCAN of a uniform random sample of feature rows ``[N, D]`` (all views together).
+    """HDBSCAN of a uniform random sample of the feature rows ``features[rows]`` (``features``
+    ``[P, D]``: every pixel of all views together; only the sampled rows are copied).
 
-    Returns the sampled row indices (sorted) and their labels (-1 = noise). At most
+    Returns the sampled positions in ``rows`` (sorted) and their labels (-1 = noise). At most
     ``config.max_cluster_points`` rows are drawn (with ``config.seed``), and the HDBSCAN sizes
     are scaled to the sample and to the views' size (``view_pixels``, height x width) by
     `ClusteringConfig.sample_sizes`.
     """
-    total = len(features)
+    total = len(rows)
     if config.max_cluster_points is None or total <= config.max_cluster_points:
         sample = np.arange(total)
     else:
@@ -385,7 +408,7 @@ def cluster_sample(features: np.ndarray, config: ClusteringConfig,
     clusterer = hdbscan.HDBSCAN(min_cluster_size=cluster_size, min_samples=samples,
                                 cluster_selection_epsilon=config.cluster_selection_epsilon,
                                 allow_single_cluster=False, core_dist_n_jobs=1)
-    return sample, clusterer.fit_predict(features[sample].astype(np.float64))
+    return sample, clusterer.fit_predict(features[rows[sample]].astype(np.float64))
 
 
 def thin_references(features: np.ndarray, labels: np.ndarray,
@@ -415,10 +438,17 @@ def assign_labels(labels: np.ndarray, features: np.ndarray, confident: np.ndarra
     > 1 the nearest-neighbour search runs coarse to fine: first on every ``stride``-th pixel of
     every ``stride``-th row; a pixel between four such grid pixels that are confident and agree
     takes their label without a search (labels are piecewise constant in images), all others
-    (boundaries, holes) are searched. ``stride`` = 1 searches every pixel (exact).
+    (boundaries, holes) are searched. ``stride`` = 1 searches every pixel (exact). Every step
+    stays within a view, so views are assigned a chunk at a time (bounded copies of features).
     """
     tree = cKDTree(references, leafsize=64)  # large leaves: fastest for many queries in 8-d
+    for chunk in view_chunks(len(labels)):
+        _assign_chunk(labels[chunk], features[chunk], confident[chunk], tree, reference_labels, stride)
 
+
+def _assign_chunk(labels: np.ndarray, features: np.ndarray, confident: np.ndarray, tree: cKDTree,
+                  reference_labels: np.ndarray, stride: int) -> None:
+    """`assign_labels` for a few views (``labels`` is a view of the whole, filled in place)."""
     def search(mask: np.ndarray) -> None:
         if mask.any():
             labels[mask] = reference_labels[tree.query(features[mask], k=1, workers=-1)[1]]
@@ -549,23 +579,40 @@ def _view_boxes(view_labels: np.ndarray, count: int) -> tuple[np.ndarray, np.nda
     return pixel_counts, boxes
 
 
-def _point_statistics(ids: np.ndarray, points: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per id: centroid (mean of finite points) and the `BOX_PERCENTILES` box; NaN where an id has none."""
-    finite = np.isfinite(points).all(axis=1)
-    ids, points = ids[finite], points[finite]
+def _point_statistics(labels: np.ndarray, world_points: np.ndarray,
+                      count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per id 0..K-1 of ``labels`` ``[S, H, W]``: centroid (mean of its finite ``world_points``) and
+    the `BOX_PERCENTILES` box; NaN where an id has none. Only the labelled finite points are copied,
+    grouped by id (in their order, so the sums are those of the points in pixel order)."""
+    usable = np.empty(labels.shape, bool)
+    for chunk in view_chunks(len(labels)):
+        usable[chunk] = (labels[chunk] >= 0) & np.isfinite(world_points[chunk]).all(axis=-1)
+    ids = labels[usable]
     sizes = np.bincount(ids, minlength=count)
+    # A stable sort of small integers is a linear-time radix sort in numpy.
+    order = np.argsort(ids.astype(np.int16) if count < 2 ** 15 else ids, kind="stable")
+    ids, grouped = ids[order], world_points[usable][order]
+    del order
     with np.errstate(invalid="ignore", divide="ignore"):
-        sums = np.stack([np.bincount(ids, points[:, axis], minlength=count) for axis in range(3)], axis=1)
+        sums = np.stack([np.bincount(ids, grouped[:, axis], minlength=count) for axis in range(3)], axis=1)
         centroids = sums / sizes[:, None]
     box_min = np.full((count, 3), np.nan)
     box_max = np.full((count, 3), np.nan)
-    # A stable sort of small integers is a linear-time radix sort in numpy.
-    order = np.argsort(ids.astype(np.int16) if count < 2 ** 15 else ids, kind="stable")
-    grouped = points[order]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     for k in np.flatnonzero(sizes):
         box_min[k], box_max[k] = np.percentile(grouped[starts[k]:starts[k + 1]], BOX_PERCENTILES, axis=0)
     return centroids, box_min, box_max
+
+
+def _color_sums(ids: np.ndarray, images: np.ndarray, count: int) -> np.ndarray:
+    """``[K, 3]`` sums of the RGB (in [0, 1]; uint8 images divided by 255) of each id's pixels, by view chunks."""
+    scale = 255.0 if np.issubdtype(images.dtype, np.integer) else 1.0
+    sums = np.zeros((count, 3))
+    for chunk in view_chunks(len(ids)):
+        foreground = ids[chunk] >= 0
+        chunk_ids, colors = ids[chunk][foreground], np.asarray(images[chunk][foreground], np.float64) / scale
+        sums += np.stack([np.bincount(chunk_ids, colors[:, c], minlength=count) for c in range(3)], axis=1)
+    return sums
 
 
 def describe_instances(labels: np.ndarray, world_points: np.ndarray, images: np.ndarray,
@@ -590,9 +637,6 @@ def describe_instances(labels: np.ndarray, world_points: np.ndarray, images: np.
         raise ValueError(f"world points must be [S, H, W, 3] = {(*labels.shape, 3)}, got {world_points.shape}")
     if images.shape != (*labels.shape, 3):
         raise ValueError(f"images must be [S, H, W, 3] = {(*labels.shape, 3)}, got {images.shape}")
-    if np.issubdtype(images.dtype, np.integer):
-        images = images / 255.0
-
     ids, count = relabel_by_size(labels)
     if colors is None:
         colors = instance_colors(count)
@@ -601,13 +645,9 @@ def describe_instances(labels: np.ndarray, world_points: np.ndarray, images: np.
         raise ValueError(f"colors must be [K, 3] with K = {count} instances, got shape {colors.shape}")
 
     per_view = [_view_boxes(view, count) for view in ids]
-    foreground = ids >= 0
-    flat_ids = ids[foreground].astype(np.int64)
-    pixel_counts = np.bincount(flat_ids, minlength=count)
-    colors_of_pixels = images[foreground]
-    color_sums = np.stack([np.bincount(flat_ids, colors_of_pixels[:, c], minlength=count) for c in range(3)], axis=1)
-    mean_colors = color_sums / np.maximum(pixel_counts, 1)[:, None]
-    centroids, box_min, box_max = _point_statistics(flat_ids, world_points[foreground], count)
+    pixel_counts = np.bincount(ids[ids >= 0], minlength=count)
+    mean_colors = _color_sums(ids, images, count) / np.maximum(pixel_counts, 1)[:, None]
+    centroids, box_min, box_max = _point_statistics(ids, world_points, count)
 
     info = []
     for k in range(count):

@@ -27,7 +27,7 @@ import torch
 from iggt.errors import IGGTError
 from iggt.model.iggt import IGGT
 from iggt.reconstruct import resolve_device, resolve_dtype
-from iggt.scene import Scene
+from iggt.scene import Scene, rgb_float
 
 DEFAULT_MEMORY_MB = 512
 """Default budget for the tracker's working memory per chunk of points."""
@@ -66,13 +66,14 @@ def grid_query_points(image_hw: tuple[int, int], count: int) -> np.ndarray:
 
 
 def _as_image_tensor(images: Scene | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A scene, ``[S, H, W, 3]`` array in [0, 1] or ``[S, 3, H, W]`` tensor -> ``[1, S, 3, H, W]`` float tensor."""
+    """A scene, ``[S, H, W, 3]`` array (uint8, or float in [0, 1]) or ``[S, 3, H, W]`` tensor -> ``[1, S, 3, H, W]``
+    float tensor in [0, 1]."""
     if isinstance(images, Scene):
         images = images.images
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise IGGTError(f"images must be [S, H, W, 3], got shape {images.shape}")
-        images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        images = torch.from_numpy(np.ascontiguousarray(rgb_float(images))).permute(0, 3, 1, 2)
     if images.dim() != 4 or images.shape[1] != 3:
         raise IGGTError(f"images must be [S, 3, H, W], got shape {tuple(images.shape)}")
     return images.float()[None]

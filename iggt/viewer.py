@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from iggt.export import (
-    FRUSTUM_DEPTH, ColorMode, Geometry, PointCloudOptions, camera_color, dim_colors, scene_size, select_points,
+    FRUSTUM_DEPTH, ColorMode, Geometry, PointCloudOptions, camera_color, dim_colors, kept_pixels, scene_size,
+    select_points,
 )
 from iggt.geometry import invert_extrinsics
-from iggt.scene import BACKGROUND, InstanceInfo, Scene
+from iggt.scene import BACKGROUND, InstanceInfo, Scene, rgb_uint8
 
 if TYPE_CHECKING:
     import viser
@@ -43,6 +44,10 @@ PICK_CONE = 0.01
 POINT_SIZE_SCALE = (0.25, 8.0, 1.5)
 """Point size slider: least, most and first multiple of `pixel_footprint`."""
 FRUSTUM_LINE_PIXELS = 2.0
+MAX_POINTS = 4_000_000
+"""The viewer sends at most this many points (a fixed-seed random subset beyond, drawn while the
+points are selected, so a scene of 1000 views never builds its full cloud): what a browser draws
+smoothly; ``iggt view --max-points`` changes it and says when it thins."""
 
 
 @dataclass
@@ -54,8 +59,8 @@ class ViewerConfig:
     """0 picks a free port; a busy port moves on to the next free one."""
     geometry: Geometry = "depth"
     conf_percentile: float = 5.0
-    max_points: int | None = 4_000_000
-    """Send at most this many points (a fixed random subset beyond it)."""
+    max_points: int | None = MAX_POINTS
+    """Send at most this many points (a fixed random subset beyond it); None sends all."""
 
 
 def pixel_footprint(scene: Scene) -> float:
@@ -98,6 +103,8 @@ class SceneViewer:
         self.options = PointCloudOptions(geometry=config.geometry, conf_percentile=config.conf_percentile,
                                          max_points=config.max_points)
         self.cloud = select_points(scene, self.options)
+        self.kept_count = int(kept_pixels(scene, self.options).sum())
+        """Points the options keep before the `ViewerConfig.max_points` thinning."""
         self.color_labels = tuple(label for label, mode in COLOR_MODES.items() if mode != "instance" or scene.instances is not None)
         self._colorings = {"RGB": self.cloud.colors}
         # select_points lists the points view by view: each view's are one slice
@@ -146,7 +153,6 @@ class SceneViewer:
         height, width = self.scene.image_size
         frustum_scale = scene_size(self.cloud.points) * FRUSTUM_DEPTH
         cam_to_world = invert_extrinsics(self.scene.extrinsics.astype(np.float64))
-        photos = np.round(np.clip(self.scene.images, 0, 1) * 255).astype(np.uint8)
         self.camera_nodes = []
         for view in range(self.scene.num_views):
             node = self.server.scene.add_frame(
@@ -156,7 +162,8 @@ class SceneViewer:
             self.server.scene.add_camera_frustum(
                 f"/cameras/view_{view:03d}/frustum", fov=2 * math.atan(height / 2 / fy), aspect=width / height,
                 scale=frustum_scale, thickness=FRUSTUM_LINE_PIXELS, thickness_units="screen",
-                color=tuple(int(c) for c in camera_color(view, self.scene.num_views)), image=photos[view])
+                color=tuple(int(c) for c in camera_color(view, self.scene.num_views)),
+                image=rgb_uint8(self.scene.images[view]))
             self.camera_nodes.append(node)
 
     def _add_instances(self) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grounding.agent import AgentConfig, answer, parse_action, target_phrase
+from grounding.agent import AgentConfig, answer, check_description, parse_action, target_phrase
+from grounding.embedders.seeing import SeeingEmbedder
 from grounding.evaluation import benchmark_scene, make_questions, run_questions, summarize
 from grounding.naming import name_instances, parse_names
+from grounding.openvocab import PrefilterConfig
 from grounding.spatial import SceneGeometry, SpatialError, relation_holds, sort_instances
 from grounding.vlm.base import BaseVLM, VLMAnswer
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
@@ -312,3 +314,89 @@ def test_a_where_answer_says_where(vlm_server, generated, mode):
     assert result.text.startswith(f"The {name} (#{instance}) is in view")
     assert re.search(r"in view \d+ it is (at the|on the|in the) [a-z ]+, (left of|right of|in front of|behind|above|"
                      r"below) the [a-z ]+ \(#\d+\)\.$", result.text), result.text
+
+
+# -- the pre-filter of the agent's find checks by embedding score ----------------------------------
+
+@pytest.mark.parametrize("question, description", [
+    ("Is the object outlined in magenta the yellow cube?", "yellow cube"),
+    ("Is the object outlined in magenta a cube?", "cube"),
+    ("Are the highlighted objects red spheres", "red spheres"),
+    ("Is it something to sit on?", "something to sit on"),
+    ("Is the object outlined in magenta on the table?", None),        # where it is, not what it is
+    ("Is the object outlined in magenta left of the red cube?", None),
+    ("Does it have legs?", None),
+])
+def test_a_check_that_says_what_the_instance_is_gives_the_description(question, description):
+    assert check_description(question) == description
+
+
+def prefilter_steps(result):
+    return [step for step in result.trace if step.kind == "prefilter"]
+
+
+@pytest.mark.parametrize("kind", ["find", "count"])
+def test_the_prefilter_keeps_the_right_instance_and_asks_fewer_questions(server, generated, kind):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == kind)
+    plain = answer(scene, question.text, seeing(server), "agent")
+    filtered = answer(scene, question.text, seeing(server), "agent", embedder=SeeingEmbedder())
+    assert set(plain.instance_ids) == set(filtered.instance_ids) == question.expected_ids
+    assert question.is_correct(filtered)
+    (step,) = prefilter_steps(filtered)
+    assert question.expected_ids <= set(step.detail["asked"]) and step.detail["saved"] > 0
+    assert filtered.vlm_calls == plain.vlm_calls - step.detail["saved"]
+    tool = next(s for s in filtered.trace if s.kind == "tool" and s.detail["action"]["action"] == "check")
+    assert tool.detail["result"]["not_asked"] == step.detail["skipped"]  # the planner is told who was not asked
+
+
+def test_without_an_embedder_or_switched_off_nothing_changes(server, generated):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "count")
+    plain = answer(scene, question.text, seeing(server), "agent")
+    off = answer(scene, question.text, seeing(server), "agent", AgentConfig(prefilter=PrefilterConfig(enabled=False)),
+                 embedder=SeeingEmbedder())
+    for result in (plain, off):
+        assert not prefilter_steps(result) and question.is_correct(result)
+        tool = next(s for s in result.trace if s.kind == "tool" and s.detail["action"]["action"] == "check")
+        asked = tool.detail["result"]["yes"] + tool.detail["result"]["no"]
+        assert sorted(asked) == scene.instances.object_ids and "not_asked" not in tool.detail["result"]
+    assert off.vlm_calls == plain.vlm_calls and off.text == plain.text
+
+
+class FlatEmbedder:
+    """Sees every region alike: its scores cannot tell one instance from another."""
+
+    name = "flat-test"
+    logit_scale = 25.0
+
+    def embed_regions(self, regions):
+        return np.tile(np.array([[0.6, 0.8, 0.0]], np.float32), (len(regions), 1))
+
+    def embed_texts(self, texts):  # "object" on one axis, every other text on another
+        return np.eye(3, dtype=np.float32)[[0 if "object" in t else 1 for t in texts]]
+
+
+def test_flat_scores_keep_every_instance(server, generated):
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "find")
+    plain = answer(scene, question.text, seeing(server), "agent")
+    flat = answer(scene, question.text, seeing(server), "agent", embedder=FlatEmbedder())
+    (step,) = prefilter_steps(flat)
+    assert step.detail["why"] == "the embedding scores are flat" and step.detail["saved"] == 0
+    assert len(set(step.detail["scores"].values())) == 1
+    assert flat.vlm_calls == plain.vlm_calls and flat.instance_ids == plain.instance_ids
+
+
+def test_ask_command_prefilters_with_an_embedder(server, generated, tmp_path, capsys, monkeypatch):
+    from iggt.__main__ import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    record, scene = generated
+    question = next(q for q in make_questions(record, scene) if q.kind == "find")
+    path = scene.save(tmp_path / "scene.npz")
+    assert main(["ask", str(path), question.text, "--base-url", server.url, "--model", "seeing", "--mode", "agent",
+                 "--embedder", "seeing"]) == 0
+    out = capsys.readouterr().out
+    (expected,) = question.expected_ids
+    assert f"instance {expected}" in out and re.search(r"\(\d+ yes/no checks saved by the seeing pre-filter\)", out)

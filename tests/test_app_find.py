@@ -34,11 +34,12 @@ def session() -> Session:
 def test_offline_the_tab_says_what_to_download_and_nothing_breaks(session):
     find = FindHandlers(None, EmbedderService("openai/clip-vit-base-patch32"))  # not in the local cache
     message, viewer, overlays, table, kept = find.find("chair", *DISPLAY, session)
-    assert "Find is offline here" in message and "huggingface-cli download openai/clip-vit-base-patch32" in message
+    assert "Find is offline here" in message and "hf download openai/clip-vit-base-patch32" in message
+    assert "The embedding model openai/clip-vit-base-patch32" in message and "&#x27;" not in message  # as typed
     assert kept is session and session.scene.instances is not None
     assert "/" not in message.replace("openai/clip", "")  # no file system path
     message, _, _ = find.label_all("scannet20", session)
-    assert "huggingface-cli download" in message
+    assert "hf download" in message
 
 
 def test_bad_queries_and_vocabularies_answer_in_the_tab(session):

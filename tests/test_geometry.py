@@ -10,6 +10,7 @@ from iggt.geometry import (
     invert_extrinsics,
     median_scale,
     pose_encoding_to_extrinsics_intrinsics,
+    project_points,
     quaternion_to_rotation,
     rotation_to_quaternion,
     umeyama_alignment,
@@ -90,6 +91,26 @@ def test_unproject_depth_recovers_points_seen_by_the_camera():
     v = pixels[..., 1] / pixels[..., 2]
     np.testing.assert_allclose(u, np.broadcast_to(np.arange(width), (views, height, width)), atol=1e-4)
     np.testing.assert_allclose(v, np.broadcast_to(np.arange(height)[:, None], (views, height, width)), atol=1e-4)
+
+
+def test_project_points_inverts_unproject_depth():
+    """Every camera at once or one camera: the pixel grid and the depth come back; behind the camera, NaN."""
+    rng = np.random.default_rng(1)
+    views, height, width = 2, 6, 8
+    extrinsics = np.concatenate((random_rotations(views, seed=3), rng.normal(size=(views, 3, 1))), axis=-1)
+    intrinsics = np.array([[5.0, 0, width / 2], [0, 6.0, height / 2], [0, 0, 1]])[None].repeat(views, 0)
+    depth = rng.uniform(1, 3, size=(views, height, width))
+    world = unproject_depth(depth, extrinsics, intrinsics).reshape(views, -1, 3)
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1).reshape(-1, 2)
+    pixels, z = project_points(world[1], extrinsics, intrinsics)
+    assert pixels.shape == (views, height * width, 2) and z.shape == (views, height * width)
+    np.testing.assert_allclose(pixels[1], grid, atol=1e-4)
+    np.testing.assert_allclose(z[1], depth[1].ravel(), rtol=1e-5)
+    one, one_z = project_points(world[0], extrinsics[0], intrinsics[0])
+    np.testing.assert_allclose(one, grid, atol=1e-4)
+    assert one_z.shape == (height * width,)
+    behind = invert_extrinsics(extrinsics[0])[:, 3] - 2 * invert_extrinsics(extrinsics[0])[:, 2]  # 2 units behind
+    assert np.isnan(project_points(behind[None], extrinsics[0], intrinsics[0])[0]).all()
 
 
 def test_invert_extrinsics_is_an_involution():

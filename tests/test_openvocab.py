@@ -100,7 +100,7 @@ def test_the_disk_cache_survives_the_process(scene, tmp_path):
 
 
 def test_a_missing_model_says_what_to_download():
-    with pytest.raises(EmbedderUnavailable, match="huggingface-cli download openai/clip-vit-base-patch32"):
+    with pytest.raises(EmbedderUnavailable, match="hf download openai/clip-vit-base-patch32"):
         make_embedder("openai/clip-vit-base-patch32")
 
 
@@ -218,3 +218,30 @@ def test_scene_without_instances_and_bad_vocabularies(scene, tmp_path, capsys):
     path = scene.save(tmp_path / "scene.npz")
     assert main(["label", str(path), "--model", "seeing", "--no-cache", "--vocabulary", str(not_a_list)]) == 2
     assert capsys.readouterr().err.startswith("error: vocabulary.json must hold a JSON list")
+
+
+# -- the agent's pre-filter: which ranked instances a chat VLM is still asked about -----------------
+
+@pytest.mark.parametrize("scores, kept", [
+    ([0.99, 0.98, 0.6, 0.3, 0.02, 0.0], [0, 1, 2]),            # the best 3 (all within the margin)
+    ([1.0, 0.1, 0.05, 0.02, 0.0], [0, 1, 2]),                  # the best 3 even when far below the best
+    ([0.97, 0.9, 0.8, 0.7, 0.6, 0.01], [0, 1, 2, 3, 4]),       # everything within 0.5 of the best
+    ([0.3, 0.29, 0.28, 0.27, 0.26, 0.25], None),               # flat: nothing to rank by
+])
+def test_shortlist_keeps_the_best_and_everything_close_to_it(scores, kept):
+    ranking = ov.FindResult("cube", list(enumerate(scores)), 0.5)
+    assert ov.shortlist(ranking) == kept
+
+
+def test_the_apps_agent_gets_the_find_tabs_embedder_or_none(monkeypatch):
+    from demo import services
+    from grounding.embedders import shared_embedder
+
+    monkeypatch.setenv("IGGT_EMBEDDER", "seeing")
+    assert services.VLMService.embedder() is shared_embedder("seeing")  # one copy, shared with the Find tab
+
+    def not_downloaded(name):
+        raise EmbedderUnavailable(f"{name} is not in the local cache")
+
+    monkeypatch.setattr(services, "shared_embedder", not_downloaded)
+    assert services.VLMService.embedder() is None  # the agent then checks every instance

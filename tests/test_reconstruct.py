@@ -80,7 +80,8 @@ def test_progress_reports_every_stage_in_order(scene_and_progress):
 def test_scene_survives_save_and_load(scene_and_progress, tmp_path):
     scene, _ = scene_and_progress
     loaded = Scene.load(scene.save(tmp_path / "scene.npz"))
-    assert np.array_equal(loaded.features, scene.features) and np.array_equal(loaded.extrinsics, scene.extrinsics)
+    # scene.npz holds the compact scene (float16 features, uint8 images): exactly `Scene.compact`'s arrays
+    assert np.array_equal(loaded.features, scene.compact().features) and np.array_equal(loaded.extrinsics, scene.extrinsics)
     assert loaded.view_transforms == scene.view_transforms and loaded.view_names == scene.view_names
 
 

@@ -11,9 +11,9 @@ from iggt.data.oracle import oracle_scene
 from iggt.data.synthetic import GeneratorConfig, generate_scene
 from iggt.evaluation.metrics import relative_pose_errors
 from iggt.export import export_all, write_colmap
-from iggt.geometry import invert_extrinsics, unproject_depth
+from iggt.geometry import invert_extrinsics, project_points, unproject_depth
 from iggt.scene import Scene, ViewTransform
-from iggt.sfm.adjust import AdjustmentConfig, TooFewTracks, bundle_adjust
+from iggt.sfm.adjust import AdjustmentConfig, TooFewTracks, bundle_adjust, triangulate
 from iggt.sfm.cameras import CameraInputError, KnownIntrinsics, apply_intrinsics, fit_pose_alignment, read_poses
 from iggt.sfm.colmap import CameraOptions
 from iggt.sfm.refine import RefineOptions, refine
@@ -27,17 +27,26 @@ PHOTO_SIZE = (320, 320)
 """The views stand for photos twice their size, so every conversion to photo pixels is exercised."""
 
 
-def rotated(extrinsics: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
-    """Views 1.. turned by random rotations of about ``degrees`` (view 0, the world frame, stays)."""
+def rotated(extrinsics: np.ndarray, degrees: float, move: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Views 1.. turned by random rotations of about ``degrees`` about their centres and moved by
+    about ``move`` times the mean distance of the cameras from view 0 (view 0, the world frame, stays)."""
     from scipy.spatial.transform import Rotation
 
     rng = np.random.default_rng(seed)
     out = extrinsics.astype(np.float64).copy()
+    centres = invert_extrinsics(out)[:, :, 3]
+    spread = float(np.mean(np.linalg.norm(centres[1:] - centres[0], axis=1)))
     for view in range(1, len(out)):
         turn = Rotation.from_rotvec(rng.normal(size=3) / np.sqrt(3) * np.radians(degrees)).as_matrix()
         out[view, :, :3] = turn @ out[view, :, :3]
-        out[view, :, 3] = turn @ out[view, :, 3]
+        out[view, :, 3] = turn @ out[view, :, 3] + rng.normal(size=3) / np.sqrt(3) * move * spread
     return out.astype(np.float32)
+
+
+def with_cameras(scene: Scene, extrinsics: np.ndarray) -> Scene:
+    """``scene`` seen from other cameras: its depth unprojected with them, as a prediction would be."""
+    return replace(scene, extrinsics=extrinsics,
+                   points_from_depth=unproject_depth(scene.depth, extrinsics, scene.intrinsics))
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +59,7 @@ def truth() -> Scene:
 
 @pytest.fixture(scope="module")
 def perturbed(truth) -> Scene:
-    extrinsics = rotated(truth.extrinsics, 4.0)
-    return replace(truth, extrinsics=extrinsics,
-                   points_from_depth=unproject_depth(truth.depth, extrinsics, truth.intrinsics))
+    return with_cameras(truth, rotated(truth.extrinsics, 4.0))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,11 @@ def adjusted(perturbed, feature_tracks):
 
 def mean_rotation_error(scene: Scene, truth: Scene) -> float:
     return float(relative_pose_errors(scene.extrinsics, truth.extrinsics)[0].mean())
+
+
+def mean_pose_errors(scene: Scene, truth: Scene) -> np.ndarray:
+    """Mean rotation and translation-direction errors (degrees) over the view pairs."""
+    return np.array([errors.mean() for errors in relative_pose_errors(scene.extrinsics, truth.extrinsics)])
 
 
 # -- tracks and bundle adjustment ---------------------------------------------------------
@@ -84,6 +96,26 @@ def test_feature_tracks_follow_the_true_geometry(truth, feature_tracks):
         projected = camera @ truth.intrinsics[view].T
         agree.append(np.linalg.norm(projected[:, :2] / projected[:, 2:] - feature_tracks.xy[view, seen], axis=1) < 3)
     assert np.concatenate(agree).mean() > 0.45
+
+
+def test_triangulation_keeps_only_observations_that_fit_the_final_points():
+    """Dropping a bad observation moves a track's point; every observation kept must fit the point
+    where it ends up: in front of its camera and within the bound. (The last triangulation was once
+    left unchecked: points behind a camera reached pycolmap, whose mean reprojection error of a
+    feed-forward start then read about 1e151 px.) Noisy tracks through cameras of short baselines."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    extrinsics = np.stack([np.concatenate([np.eye(3), [[-x], [0], [0]]], axis=1) for x in (0, 0.02, 0.04, 0.5, 1)])
+    intrinsics = np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]])[None].repeat(5, 0)
+    cameras = SimpleNamespace(extrinsics=extrinsics, intrinsics=intrinsics, depth=np.ones((5, 1, 1)))
+    points = np.stack([rng.uniform(-1, 1, 20_000), rng.uniform(-1, 1, 20_000), rng.uniform(1, 5, 20_000)], axis=1)
+    xy = project_points(points, extrinsics, intrinsics)[0]
+    xy += rng.normal(size=xy.shape) * rng.choice([1, 20, 60], size=xy.shape[:2])[..., None]
+    found, kept = triangulate(cameras, Tracks(xy, np.ones(xy.shape[:2], bool)), 32.0, 0.0)
+    pixels, depth = project_points(found, extrinsics, intrinsics)
+    fits = (np.linalg.norm(pixels - kept.xy, axis=-1) <= 32.0) & (depth > 0)
+    assert len(found) > 5000 and fits[kept.visible].all()
 
 
 def test_bundle_adjustment_recovers_turned_cameras(truth, perturbed, adjusted):
@@ -147,27 +179,30 @@ def projecting_tracker(truth: Scene):
     def for_scene(scene: Scene):
         def track(view: int, query: np.ndarray):
             cols, rows = np.round(query).astype(int).T
-            points = truth.points_from_depth[view, rows, cols].astype(np.float64)
-            camera = np.einsum("sij,nj->sni", truth.extrinsics[:, :, :3].astype(np.float64), points) \
-                + truth.extrinsics[:, None, :, 3]
-            pixels = np.einsum("sij,snj->sni", truth.intrinsics.astype(np.float64), camera)
-            xy = pixels[..., :2] / pixels[..., 2:]
+            xy, depth = project_points(truth.points_from_depth[view, rows, cols], truth.extrinsics, truth.intrinsics)
             height, width = truth.image_size
             inside = (xy[..., 0] >= 0) & (xy[..., 0] < width - 1) & (xy[..., 1] >= 0) & (xy[..., 1] < height - 1)
-            r, c = np.clip(np.round(xy[..., 1]).astype(int), 0, height - 1), np.clip(np.round(xy[..., 0]).astype(int),
-                                                                                   0, width - 1)
+            c, r = np.round(np.where(inside[..., None], xy, 0)).astype(int).transpose(2, 0, 1)
             surface = truth.depth[np.arange(truth.num_views)[:, None], r, c]
-            visible = inside & (np.abs(surface - camera[..., 2]) < 0.02 * camera[..., 2])
+            visible = inside & (np.abs(surface - depth) < 0.02 * depth)
             return xy, visible.astype(np.float32), np.full(visible.shape, 0.9, np.float32)
         return track
     return for_scene
 
 
-def test_model_tracks_bring_the_cameras_back(truth, perturbed):
-    tracks = ModelTracks(projecting_tracker(truth), query_views=2, max_query_points=400)(perturbed)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perfect_tracks_bring_turned_and_moved_cameras_back(truth, seed):
+    """Tracks that follow the true geometry (what a perfect tracker returns) from true cameras turned
+    by 5 degrees and moved by 5 % of their spread: both errors must fall, in every view. (With a
+    first reprojection bound of 8 px, measured with the wrong cameras, most right observations of
+    the most turned views were dropped and those views kept their wrong poses: seed 0 went from
+    6.5 / 4.3 degrees of rotation / translation error to 5.9 / 3.7.)"""
+    start = with_cameras(truth, rotated(truth.extrinsics, 5.0, move=0.05, seed=seed))
+    tracks = ModelTracks(projecting_tracker(truth), query_views=2, max_query_points=400)(start)
     assert tracks.count > 300 and tracks.visible.sum(axis=0).min() >= 1
-    result = bundle_adjust(perturbed, tracks, AdjustmentConfig(fix_intrinsics=True))
-    assert mean_rotation_error(result.scene, truth) < 0.2 * mean_rotation_error(perturbed, truth)
+    result = bundle_adjust(start, tracks, AdjustmentConfig(fix_intrinsics=True))
+    assert result.report.views_adjusted == truth.num_views
+    assert (mean_pose_errors(result.scene, truth) < 0.05 * mean_pose_errors(start, truth)).all()
 
 
 # -- known intrinsics ---------------------------------------------------------------------
@@ -216,12 +251,15 @@ def user_frame(truth: Scene) -> tuple[float, np.ndarray, np.ndarray]:
     return 2.5, Rotation.from_euler("xyz", [30, -20, 75], degrees=True).as_matrix(), np.array([1.0, -2.0, 0.5])
 
 
-def test_known_poses_from_json_align_the_scene(tmp_path, truth, adjusted):
+def test_known_poses_from_json_align_the_scene(tmp_path, truth):
+    """A reconstruction whose cameras are a little off (moved by 2 % of their spread) aligns to the given
+    poses with a residual of that size; the truth aligns exactly."""
     scale, rotation, translation = user_frame(truth)
     given = transform_scene(truth, scale, rotation, translation).extrinsics
     (tmp_path / "poses.json").write_text(json.dumps({"extrinsics": given.tolist()}))
-    poses = read_poses(tmp_path / "poses.json", adjusted.scene)
-    alignment = fit_pose_alignment(adjusted.scene, poses)
+    near = with_cameras(truth, rotated(truth.extrinsics, 2.0, move=0.02))
+    poses = read_poses(tmp_path / "poses.json", near)
+    alignment = fit_pose_alignment(near, poses)
     assert alignment.scale == pytest.approx(scale, rel=0.05)
     assert alignment.centre_residual < 0.05 * alignment.spread and "RMS" in alignment.summary()
     exact = fit_pose_alignment(truth, poses)

@@ -14,19 +14,20 @@ HEIGHT, WIDTH = 40, 60
 FLOOR, WALL, BOOK = 0, 1, 2
 
 
-def scene_of(points: np.ndarray, labels: np.ndarray) -> Scene:
-    """A one-view scene of ``points`` ``[H, W, 3]`` (camera at the origin looking along +z) with
-    ``labels`` as its instances."""
+def scene_of(points: np.ndarray, labels: np.ndarray, views: int = 1) -> Scene:
+    """A scene of ``views`` identical views of ``points`` ``[H, W, 3]`` (camera at the origin looking
+    along +z) with ``labels`` as its instances."""
     height, width = labels.shape
-    images = np.full((1, height, width, 3), 0.5, np.float32)
-    ones = np.ones((1, height, width), np.float32)
-    scene = Scene(images=images, extrinsics=np.eye(3, 4, dtype=np.float32)[None],
-                  intrinsics=np.array([[[40.0, 0, width / 2], [0, 40.0, height / 2], [0, 0, 1]]], np.float32),
-                  depth=points[None, ..., 2].astype(np.float32), depth_conf=ones * 2,
-                  world_points=points[None].astype(np.float32), world_points_conf=ones * 2,
-                  points_from_depth=points[None].astype(np.float32),
-                  features=np.zeros((1, height, width, 8), np.float32))
-    scene.instances = describe_instances(labels[None], scene.points_from_depth, scene.images)
+    images = np.full((views, height, width, 3), 0.5, np.float32)
+    ones = np.ones((views, height, width), np.float32)
+    points = np.repeat(points[None].astype(np.float32), views, axis=0)
+    intrinsics = np.array([[40.0, 0, width / 2], [0, 40.0, height / 2], [0, 0, 1]], np.float32)
+    scene = Scene(images=images, extrinsics=np.repeat(np.eye(3, 4, dtype=np.float32)[None], views, axis=0),
+                  intrinsics=np.repeat(intrinsics[None], views, axis=0), depth=points[..., 2].copy(),
+                  depth_conf=ones * 2, world_points=points, world_points_conf=ones * 2, points_from_depth=points,
+                  features=np.zeros((views, height, width, 8), np.float32))
+    scene.instances = describe_instances(np.repeat(labels[None], views, axis=0), scene.points_from_depth,
+                                         scene.images)
     return scene
 
 
@@ -82,6 +83,34 @@ def test_a_large_flat_object_with_room_on_both_sides_is_not_structure():
     one_sided_rule_off = mark_structure(scene, StructureConfig(max_far_side_share=1.0))
     assert one_sided_rule_off.info[one_sided_rule_off.labels[0, 15, 30]].structure, \
         "size and flatness alone take the cupboard for a wall"
+
+
+def curved_wall_room(margin: int) -> Scene:
+    """Two identical views of `room` whose wall bends back by 0.12 x² (the model's walls are curved), the
+    wall's label kept ``margin`` pixels away from the photo's border (unlabelled there)."""
+    scene, _ = room()
+    points = scene.points_from_depth[0].copy()
+    wall = np.zeros((HEIGHT, WIDTH), bool)
+    wall[: HEIGHT // 2] = True  # the top half (`room`)
+    points[wall, 2] += 0.12 * points[wall, 0] ** 2
+    labels = scene.instances.labels[0].copy()
+    if margin:
+        ring = np.ones(labels.shape, bool)
+        ring[margin:-margin, margin:-margin] = False
+        labels[ring & wall] = -1
+    return scene_of(points, labels, views=2)
+
+
+def test_a_curved_wall_that_runs_off_every_photo_is_structure():
+    """The model's walls wave more than the plane tolerance: found with a looser one because the wall
+    runs off the photo in every view, which an object rarely does (`edge_tolerance_factor`)."""
+    def wall_is_structure(scene: Scene, config: StructureConfig = StructureConfig()) -> bool:
+        instances = mark_structure(scene, config)
+        return instances.info[instances.labels[0, 5, 30]].structure
+
+    assert wall_is_structure(curved_wall_room(margin=0))
+    assert not wall_is_structure(curved_wall_room(margin=0), StructureConfig(edge_tolerance_factor=1.0))
+    assert not wall_is_structure(curved_wall_room(margin=1)), "inside every photo: the strict tolerance holds"
 
 
 def test_structure_flag_is_saved_and_old_files_load_without_it(tmp_path):

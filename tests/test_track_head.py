@@ -183,6 +183,14 @@ def test_scene_tracker_chunks_points_to_its_memory_budget(model, images):
     assert SceneTracker(model, images, device="cpu").chunk_size() > len(QUERIES)
 
 
+def test_scene_tracker_reads_uint8_images_as_the_same_colours(model, images):
+    """A compact scene keeps its images as uint8: the tracker sees them in [0, 1] as the float ones."""
+    as_uint8 = np.round(images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    as_float = as_uint8.astype(np.float32) / 255
+    tracked = [SceneTracker(model, views, device="cpu").track(QUERIES.numpy()).points for views in (as_uint8, as_float)]
+    np.testing.assert_allclose(*tracked, atol=1e-6)
+
+
 def test_scene_helper_bad_input_is_one_clear_error(model, images):
     with pytest.raises(IGGTError, match="query view 3 does not exist"):
         track_points(model, images, QUERIES.numpy(), query_view=3, device="cpu")

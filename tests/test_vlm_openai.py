@@ -91,6 +91,26 @@ def test_a_speck_of_outline_beside_the_object_is_not_what_is_seen(generated):
     assert see(image).color == colour_of(generated, instance.id)
 
 
+def outlined_tiles(top: int, bottom: int, left: int, right: int) -> Image.Image:
+    """Two grey 100 x 100 tiles on the black canvas, each with the same red region outlined."""
+    array = np.zeros((100, 210, 3), np.uint8)
+    for offset in (0, 110):
+        array[:, offset:offset + 100] = 128
+        array[top:bottom, offset + left:offset + right] = (220, 30, 30)
+        ring = np.zeros((100, 100), bool)
+        ring[top:bottom, left:right] = True
+        ring[top + 1:bottom - 1, left + 1:right - 1] = False
+        array[:, offset:offset + 100][ring] = CONTOUR_COLOR
+    return Image.fromarray(array)
+
+
+def test_an_object_never_seen_whole_has_no_shape_the_server_can_tell():
+    """A region cut by the border in every tile (a table top, a wall) is a red "object", not a red cube."""
+    assert (see(outlined_tiles(30, 62, 30, 62)).color, see(outlined_tiles(30, 62, 30, 62)).shape) == ("red", "cube")
+    cut = see(outlined_tiles(0, 40, 0, 100))
+    assert (cut.color, cut.shape) == ("red", "object")
+
+
 def test_probability_from_logprobs_when_the_server_returns_them(server, generated):
     scene = generated[1]
     vlm = backend(server, model="seeing-logprobs")

@@ -25,6 +25,7 @@ def open_page(browser, url: str, width: int = 1400, height: int = 1000):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#reconstruct")
+    page.evaluate(WATCH_STATUS)
     return page
 
 
@@ -52,14 +53,24 @@ def reconstruct_in_page(page, photos: list[Path] | None = None, example: str | N
     return wait_for_result(page)
 
 
+WATCH_STATUS = """() => {
+  window.iggtResultPending = false;
+  new MutationObserver(() => {
+    const status = document.querySelector('#status');
+    if (status && status.innerText.includes('preparing the ')) window.iggtResultPending = true;
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+"""Installed by `open_page`: notes every result shown ("preparing the ..."), however briefly, so that
+`wait_for_result` cannot miss one between two polls."""
+
+
 def wait_for_result(page) -> str:
     """The status once a reconstruction (or re-clustering) shows its result and its downloads are written:
     the result first ("preparing the pictures and downloads"), the download files after ("downloads ready")."""
-    status = page.locator("#status")
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('preparing the ')",
-                           polling="raf")
-    status.get_by_text("downloads ready").wait_for()
-    return status.inner_text()
+    page.wait_for_function("() => window.iggtResultPending && "
+                           "document.querySelector('#status').innerText.includes('downloads ready')")
+    page.evaluate("() => { window.iggtResultPending = false; }")
+    return page.locator("#status").inner_text()
 
 
 def latest_scene(server_tmp: Path) -> Scene:

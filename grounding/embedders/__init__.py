@@ -5,9 +5,11 @@
 * `seeing.SeeingEmbedder`: a test embedder that really looks at each region (colour and shape)
   and places regions and texts in the same small vector space, for proofs without weights.
 
-`make_embedder` picks one by name.
+`make_embedder` picks one by name; `shared_embedder` keeps one loaded copy per name in a process.
 """
 from __future__ import annotations
+
+import threading
 
 from .base import DEFAULT_MODEL, Embedder, EmbedderUnavailable, Region
 
@@ -26,4 +28,18 @@ def make_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
     return TransformersEmbedder.from_pretrained(name, device=device)
 
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "EmbedderUnavailable", "Region", "SEEING", "make_embedder"]
+_SHARED: dict[str, Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(name: str = DEFAULT_MODEL) -> Embedder:
+    """`make_embedder`'s model, loaded once per process: the app's Find tab and the agent's pre-filter
+    share one copy (a failed load is not remembered, so a later call tries again)."""
+    with _SHARED_LOCK:
+        if name not in _SHARED:
+            _SHARED[name] = make_embedder(name)
+        return _SHARED[name]
+
+
+__all__ = ["DEFAULT_MODEL", "Embedder", "EmbedderUnavailable", "Region", "SEEING", "make_embedder",
+           "shared_embedder"]

@@ -105,6 +105,6 @@ class TransformersEmbedder:
 
 def download_hint(model_id: str) -> str:
     """What to run to get ``model_id`` into the local cache (one line, no paths)."""
-    return (f"the embedding model {model_id} is not downloaded yet: run `huggingface-cli download {model_id} "
+    return (f"the embedding model {model_id} is not downloaded yet: run `hf download {model_id} "
             "--exclude 'open_clip_*'` once with internet access (about 600 MB; or set HF_HOME to a cache that "
             "has it), then try again")

