@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
-from iggt.geometry import invert_extrinsics
+from iggt.geometry import invert_extrinsics, project_points
 from iggt.instances import normalize_features
 from iggt.progress import Progress
 from iggt.scene import BACKGROUND, Scene, one_based_ids, rgb_float, rgb_uint8, view_chunks
@@ -211,10 +211,8 @@ def _colorizer(scene: Scene, color_mode: ColorMode) -> Callable[[np.ndarray, np.
         return lambda view, row, col: rgb_uint8(scene.images[view, row, col])
     if color_mode == "instance":
         _require_instances(scene, "colour by instance")
-        palette = np.vstack([scene.instances.colors, BACKGROUND_GREY[None]])
-        labels = scene.instances.labels
-        return lambda view, row, col: palette[np.where(labels[view, row, col] >= 0, labels[view, row, col],
-                                                       len(palette) - 1)]
+        palette = np.vstack([scene.instances.colors, BACKGROUND_GREY[None]])  # BACKGROUND (-1): the last row
+        return lambda view, row, col: palette[scene.instances.labels[view, row, col]]
     if color_mode == "pca":
         pca = FeaturePCA.fit(scene.features)
         return lambda view, row, col: pca.colors(scene.features[view, row, col])
@@ -602,8 +600,6 @@ def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000, 
 
 def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per view: indices of the points it sees and their (x, y) model-input pixel coordinates."""
-    from iggt.geometry import project_points
-
     height, width = scene.image_size
     result = []
     for index in range(scene.num_views):
