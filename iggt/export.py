@@ -70,6 +70,9 @@ FRUSTUM_DEPTH = 0.08
 """Camera frustum depth as a share of the scene size (diagonal of its 5-95 percentile box)."""
 VISIBILITY_DEPTH_TOLERANCE = 0.05
 """COLMAP: a point is observed in another view when its depth there agrees within 5 %."""
+MAX_OBSERVATIONS_PER_POINT = 32
+"""COLMAP: a point seen by more views keeps about this many of them (every k-th view, from an
+offset of its own), so a model of a thousand views grows with the views, not with points x views."""
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 BLACK_RGB_SUM = 16
 FEATURE_AGREEMENT = 0.5
@@ -599,8 +602,13 @@ def write_colmap(scene: Scene, directory: str | Path, max_points: int = 20_000, 
 
 
 def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per view: indices of the points it sees and their (x, y) model-input pixel coordinates."""
+    """Per view: indices of the points it sees and their (x, y) model-input pixel coordinates.
+
+    With more views than `MAX_OBSERVATIONS_PER_POINT`, a point is looked for only in every k-th view
+    (k = views / that, rounded up, from a fixed-seed offset of its own) besides the view it comes from."""
     height, width = scene.image_size
+    stride = max(1, math.ceil(scene.num_views / MAX_OBSERVATIONS_PER_POINT))
+    offset = np.random.default_rng(0).integers(0, stride, len(cloud.points))
     result = []
     for index in range(scene.num_views):
         pixels, z = project_points(cloud.points, scene.extrinsics[index], scene.intrinsics[index])
@@ -611,6 +619,7 @@ def _observations(scene: Scene, cloud: PointCloud) -> list[tuple[np.ndarray, np.
         surface = np.zeros(len(z))
         surface[inside] = scene.depth[index, rows[inside], cols[inside]]
         seen = inside & (np.abs(surface - z) <= VISIBILITY_DEPTH_TOLERANCE * np.abs(z))
+        seen &= (index + offset) % stride == 0
         seen |= cloud.view == index  # the view a point comes from always sees it
         points = np.nonzero(seen)[0]
         result.append((points, xs[points], ys[points]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -173,6 +174,23 @@ def test_colmap_model_is_read_by_pycolmap(tmp_path):
             errors.append(np.linalg.norm(projected - image.points2D[element.point2D_idx].xy))
     assert max(errors) < 1e-2
     assert np.mean([p.track.length() for p in model.points3D.values()]) > 1.5
+
+
+def test_colmap_tracks_of_many_views_are_capped(tmp_path):
+    """Issue 22: with more views than `MAX_OBSERVATIONS_PER_POINT`, a point keeps about that many
+    observations (every k-th view from an offset of its own), spread over all views, its own view always."""
+    pycolmap = pytest.importorskip("pycolmap")
+    scene = make_scene(views=20)
+    write_colmap(scene, tmp_path / "all", max_points=200, conf_percentile=0)
+    with mock.patch("iggt.export.MAX_OBSERVATIONS_PER_POINT", 4):  # every 5th view
+        write_colmap(scene, tmp_path / "capped", max_points=200, conf_percentile=0)
+    full, capped = (pycolmap.Reconstruction(tmp_path / name) for name in ("all", "capped"))
+    assert len(capped.points3D) == len(full.points3D) == 200
+    full_lengths = np.array([p.track.length() for p in full.points3D.values()])
+    lengths = np.array([p.track.length() for p in capped.points3D.values()])
+    assert full_lengths.max() > 5 and lengths.max() <= 4 + 1 and lengths.sum() < full_lengths.sum() / 2
+    observed = {element.image_id for p in capped.points3D.values() for element in p.track.elements}
+    assert observed == set(capped.images)
 
 
 def test_export_all_writes_every_format(tmp_path):

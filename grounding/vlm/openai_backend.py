@@ -28,7 +28,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-import httpx
 import openai
 from PIL import Image
 
@@ -133,7 +132,7 @@ class OpenAIVLM(BaseVLM):
         self.name = f"openai:{config.model}"
         self._secret = api_key
         self._client = openai.OpenAI(api_key=api_key, base_url=config.base_url,
-                                     timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+                                     timeout=openai.Timeout(config.timeout, connect=config.connect_timeout),
                                      max_retries=config.max_retries)
         self._refused: set[str] = set() if config.constrained else {"json_schema", "guided_choice"}
         """Optional request parts this server refused or ignored (see the module docstring)."""
