@@ -204,6 +204,9 @@ _CSS = f"""
 """
 
 _SCRIPT = r"""
+const NO_SCENE = "Reconstruct a scene to see it in 3D.";
+const NOTHING_SHOWN = "No point passes the options below (structure hidden, a frame, the filters, the confidence): "
+  + "change them to see points again.";
 const POINT_VS = `#version 300 es
 in vec3 a_pos; in vec3 a_color; in float a_size;
 uniform mat4 u_view, u_proj; uniform vec3 u_center; uniform float u_pixels, u_size_max, u_scale;
@@ -300,14 +303,14 @@ function lookAt(eye, target, up) {
 
 function setup(root, scene) {
   const canvas = root.querySelector("canvas");
-  root.querySelector(".iggt-viewer-empty").style.display = scene && scene.count !== undefined ? "none" : "flex";
-  if (!scene || scene.count === undefined) return;
+  const note = root.querySelector(".iggt-viewer-empty");
+  if (!scene || scene.count === undefined) { note.textContent = NO_SCENE; note.style.display = "flex"; return; }
+  note.textContent = NOTHING_SHOWN; note.style.display = scene.count === 0 ? "flex" : "none";
   const started = performance.now();
   let gl = canvas._gl;
   if (!gl) {
     gl = canvas.getContext("webgl2", {antialias: true, preserveDrawingBuffer: true});
     if (!gl) {
-      const note = root.querySelector(".iggt-viewer-empty");
       note.textContent = "This browser has no WebGL 2: download the GLB instead."; note.style.display = "flex"; return;
     }
     canvas._gl = gl;
