@@ -70,14 +70,18 @@ def describe_model(model: IGGT) -> str:
     own = model.config
 
     def architecture(config: IGGTConfig) -> IGGTConfig:
-        # runtime switches, the position-table size and the pre-fix instance head do not change which model it is
+        # runtime switches, the position-table size, the pre-fix instance head and the tracker (said
+        # separately) do not change which model it is
         return replace(config, frames_chunk_size=1, gradient_checkpointing=False, img_size=own.img_size,
-                       apply_discarded_cross_attention=own.apply_discarded_cross_attention, merge_ratio=0.0)
+                       apply_discarded_cross_attention=own.apply_discarded_cross_attention, merge_ratio=0.0,
+                       track_head=own.track_head)
 
     preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), "custom")
     if preset != "custom" and PRESETS[preset].img_size != own.img_size:
         preset = f"{preset} at {own.img_size} px"
     head = ", pre-fix instance head" if own.apply_discarded_cross_attention else ""
+    if own.track_head != PRESETS.get(preset.split(" at ")[0], own).track_head:
+        head += ", with point tracker" if own.track_head else ", without point tracker"
     merging = f", token merging {own.merge_ratio:g}" if own.merge_ratio else ""
     return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters{head}{merging})"
 

@@ -117,3 +117,20 @@ def test_reconstruct_loads_a_saved_checkpoint(tiny_model, photos, tmp_path):
     if not DEFAULT_CHECKPOINT.exists():  # until the small model is trained and shipped
         with pytest.raises(FileNotFoundError, match=r"shipped small model \(iggt/weights/iggt-small\) is missing"):
             reconstruct(photos[:2])
+
+
+def test_the_model_name_says_when_the_tracker_differs_from_the_preset():
+    """A 1B model loaded without its tracker is still the iggt-1b preset (not "custom"), and says so."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from iggt.config import PRESETS
+    from iggt.reconstruct import describe_model
+
+    def named(config: IGGTConfig) -> str:
+        return describe_model(SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(10**6)])))
+
+    assert named(PRESETS["iggt-1b"]) == "IGGT iggt-1b (1.0 M parameters)"
+    assert named(replace(PRESETS["iggt-1b"], track_head=False)) == "IGGT iggt-1b (1.0 M parameters, without point tracker)"
+    assert named(replace(PRESETS["tiny"], track_head=not PRESETS["tiny"].track_head)).startswith("IGGT tiny (")
+    assert named(replace(PRESETS["tiny"], embed_dim=PRESETS["tiny"].embed_dim * 2)).startswith("IGGT custom")
