@@ -93,6 +93,7 @@ def viewer_value(scene: Scene, options: PointCloudOptions, cameras: bool = True,
     height, width = scene.image_size
     value = {
         "count": int(len(points)),
+        "total": int(len(cloud.points)),  # before thinning to MAX_POINTS
         "center": [float(v) for v in center],
         "positions": _b64((points - center).astype(np.float16)),
         "colors": _b64(colors),
@@ -187,7 +188,8 @@ _TEMPLATE = """
 <div class="iggt-viewer">
   <canvas></canvas>
   <div class="iggt-viewer-hint">click: select · drag: turn · right/shift drag: move · wheel: zoom · double click: back to camera 1
-    · point size <input type="range" class="iggt-point-size" min="0.3" max="3" step="0.1" value="1"></div>
+    · point size <input type="range" class="iggt-point-size" min="0.3" max="3" step="0.1" value="1"><span
+    class="iggt-viewer-thinned"></span></div>
   <div class="iggt-viewer-empty">Reconstruct a scene to see it in 3D.</div>
 </div>
 """
@@ -306,6 +308,9 @@ function setup(root, scene) {
   const note = root.querySelector(".iggt-viewer-empty");
   if (!scene || scene.count === undefined) { note.textContent = NO_SCENE; note.style.display = "flex"; return; }
   note.textContent = NOTHING_SHOWN; note.style.display = scene.count === 0 ? "flex" : "none";
+  root.querySelector(".iggt-viewer-thinned").textContent = scene.total > scene.count
+    ? ` · ${scene.count.toLocaleString("en")} of ${scene.total.toLocaleString("en")} points drawn (at most __MAX_POINTS__)`
+    : "";
   const started = performance.now();
   let gl = canvas._gl;
   if (!gl) {
@@ -444,5 +449,5 @@ watch("value", () => setup(element.querySelector(".iggt-viewer"), props.value));
 
 def viewer_component(**kwargs) -> gr.HTML:
     """The empty viewer; handlers fill it with `viewer_value`."""
-    script = _SCRIPT.replace("__FRUSTUM_OPACITY__", str(FRUSTUM_OPACITY))
+    script = _SCRIPT.replace("__FRUSTUM_OPACITY__", str(FRUSTUM_OPACITY)).replace("__MAX_POINTS__", f"{MAX_POINTS:,}")
     return gr.HTML(None, html_template=_TEMPLATE, css_template=_CSS, js_on_load=script, **kwargs)

@@ -248,3 +248,18 @@ def test_a_where_answer_says_where_and_names_the_instance(page, vlm_server, mode
     assert "view" in answer and not re.fullmatch(r"\W*instance \[?\d+\]?\W*", answer.strip()), text
     found = text.split("Instances:")[1].split("\n")[0]
     assert re.search(r"#\d+ yellow cube", found), text  # the name, not only "#5"
+
+
+@pytest.mark.browser
+def test_the_3d_view_says_when_it_thins_the_cloud(page, tmp_path):
+    """Issue 22: the app's 3D view draws at most `MAX_POINTS` points and says so when it thins."""
+    from demo.viewer3d import MAX_POINTS
+
+    reconstruct_in_page(page, photos=write_synthetic_photos(tmp_path, views=16))  # 16 x 112 x 112 px
+    canvas = page.locator("#viewer canvas")
+    drawn = int(canvas.get_attribute("data-scenes"))
+    page.get_by_label("Hide unassigned points", exact=True).uncheck()  # every confident pixel
+    page.wait_for_function(f"() => Number(document.querySelector('#viewer canvas').dataset.scenes) > {drawn}")
+    assert int(canvas.get_attribute("data-points")) == MAX_POINTS
+    thinned = page.locator(".iggt-viewer-thinned").inner_text()
+    assert re.search(rf"{MAX_POINTS:,} of [\d,]+ points drawn \(at most {MAX_POINTS:,}\)", thinned), thinned

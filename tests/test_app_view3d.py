@@ -87,6 +87,7 @@ def test_points_fill_the_view_from_the_first_camera(browser, app, tmp_path):
     reconstruct_in_page(page, photos=REAL_PHOTOS)
     canvas = page.locator("#viewer canvas")
     assert int(canvas.get_attribute("data-points")) > 20_000
+    assert page.locator(".iggt-viewer-thinned").inner_text() == ""  # below the cap: nothing to say
     pixels = canvas_pixels(page)
     page.screenshot(path=str(tmp_path / "view3d.png"))
     height, width = lit(pixels).shape
