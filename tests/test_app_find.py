@@ -5,6 +5,7 @@ test embedder (``IGGT_EMBEDDER=seeing``); the handler tests call the tab's handl
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from grounding.embedders.seeing import COLOURS, SeeingEmbedder
 from helpers import write_synthetic_photos
 from iggt.data.oracle import oracle_scene
 from iggt.data.synthetic import GeneratorConfig, generate_scene
-from tools.app_page import CHROMIUM, latest_scene, open_page, reconstruct_in_page
+from tools.app_page import CHROMIUM, ask_in_page, latest_scene, open_page, reconstruct_in_page
 from tools.app_server import running_app
 
 DISPLAY = ("Instances", 2.0, True, True, "Depth + cameras", "All", True, ())
@@ -64,7 +65,7 @@ def test_matches_are_listed_first_with_their_scores(session):
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's Chromium (`apt-get install chromium`)")
-def test_type_a_query_and_see_the_matches_highlighted(browser, tmp_path_factory):
+def test_type_a_query_and_see_the_matches_highlighted(browser, vlm_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("find")
     photos = write_synthetic_photos(folder / "photos", seed=3, views=3)
     # the shipped model at 112 px; GRADIO_IS_E2E_TEST: a closed tab's state goes after 1 s, not an hour
@@ -90,6 +91,12 @@ def test_type_a_query_and_see_the_matches_highlighted(browser, tmp_path_factory)
         assert bold.count() == len(expected) and int(bold.first.locator("td").nth(1).inner_text()) == expected[0]
         assert page.locator("#overlays").screenshot() != views_before, "the views did not show the highlight"
         assert "Traceback" not in page.content()
+        # The Ask tab's agent ranks its find checks with the same embedder (fewer VLM calls), in a
+        # scene with more objects than the pre-filter keeps
+        reconstruct_in_page(page, example="synthetic-7")
+        ask_in_page(page, "Where is the yellow cube?", vlm_server.url, mode="agent")
+        assert re.search(r"pre-filter \(seeing, 'yellow cube'\): asking about \d+ of \d+ instances",
+                         page.locator("#trace").inner_text())
         page.close()  # the tab goes, and with it the session's files, before the app stops
         for _ in range(40):
             if not list(app.tmp.glob("iggt-sessions-*/session-*")):
