@@ -150,6 +150,9 @@ class _MeteredVLM:
         self.busy_seconds = 0.0
         self.failures: list[str] = []
         """Why each failed request failed (no reply at all: unreachable, timeout, HTTP error)."""
+        self.checks = 0
+        self.unclear: list[str] = []
+        """The reply text of each yes/no check that came back neither yes nor no."""
         self._active = 0
         self._since = 0.0
         self._lock = threading.Lock()
@@ -186,14 +189,27 @@ class _MeteredVLM:
             return answer
         finally:  # an error with no reply text is a failed request; unclear replies are not
             failed = answer is not None and answer.error is not None and not answer.raw_text
+            if answer is not None:
+                self.checks += 1
+                if answer.answer is None and answer.raw_text:
+                    self.unclear.append(answer.raw_text)
             self._leave(answer is None or not answer.cached, answer.error if failed else None)
 
 
 def _lead_with_failures(text: str, vlm: _MeteredVLM) -> str:
-    """The answer, led by what failed: a VLM that did not reply is not a VLM that said no."""
+    """The answer, led by what failed: a VLM that did not reply, or replied neither yes nor no, is
+    not a VLM that said no."""
     failed = vlm.failures
     if not failed:
-        return text
+        if not vlm.unclear:
+            return text
+        example = " ".join(vlm.unclear[0].split())
+        example = example if len(example) <= 80 else example[:79] + "…"
+        if len(vlm.unclear) >= vlm.checks:
+            return (f"The VLM gave no clear yes or no to any of its {vlm.checks} checks (e.g. “{example}”); "
+                    "no answer.")
+        return (f"The VLM gave no clear yes or no to {len(vlm.unclear)} of {vlm.checks} checks (e.g. “{example}”): "
+                f"this answer may be incomplete. {text}")
     if len(failed) >= vlm.calls:
         return f"The VLM failed: {failed[0]} ({len(failed)} of {vlm.calls} requests); no answer."
     return (f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): "

@@ -163,6 +163,16 @@ def test_nonsense_is_unanswered_and_the_raw_text_kept(server, scene):
     assert reply.raw_text.startswith("The quick brown fox")
 
 
+@pytest.mark.parametrize("mode", ["verify", "agent"])
+def test_an_answer_from_unclear_verdicts_says_so_first(server, scene, mode):
+    """A VLM that answers every check with neither yes nor no did not say no: the answer says so
+    instead of "No instance matches"."""
+    result = answer(scene, "Where is the red object?", backend(server, model="nonsense"), mode)
+    assert result.text.startswith("The VLM gave no clear yes or no to any of its ")
+    assert "The quick brown fox" in result.text and result.instance_ids == []
+    assert "No instance matches" not in result.text
+
+
 def test_answers_are_cached_per_scene_instance_and_question(server, scene):
     vlm = backend(server)
     image = highlight_instance(scene, 0).image
