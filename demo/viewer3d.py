@@ -27,6 +27,7 @@ from iggt.scene import Scene
 
 MAX_POINTS = 150_000
 """Larger clouds are thinned (fixed seed) to keep the page light."""
+NO_SCENE = "Reconstruct a scene to see it in 3D."
 POINT_FOOTPRINT = 1.3
 """A point is a disc this many times as wide as the spacing of its neighbours (no gaps between them)."""
 MAX_SPACING = 2.0
@@ -190,7 +191,7 @@ _TEMPLATE = """
   <div class="iggt-viewer-hint">click: select · drag: turn · right/shift drag: move · wheel: zoom · double click: back to camera 1
     · point size <input type="range" class="iggt-point-size" min="0.3" max="3" step="0.1" value="1"><span
     class="iggt-viewer-thinned"></span></div>
-  <div class="iggt-viewer-empty">Reconstruct a scene to see it in 3D.</div>
+  <div class="iggt-viewer-empty">__NO_SCENE__</div>
 </div>
 """
 
@@ -206,7 +207,7 @@ _CSS = f"""
 """
 
 _SCRIPT = r"""
-const NO_SCENE = "Reconstruct a scene to see it in 3D.";
+const NO_SCENE = "__NO_SCENE__";
 const NOTHING_SHOWN = "No point passes the options below (structure hidden, a frame, the filters, the confidence): "
   + "change them to see points again.";
 const POINT_VS = `#version 300 es
@@ -449,5 +450,7 @@ watch("value", () => setup(element.querySelector(".iggt-viewer"), props.value));
 
 def viewer_component(**kwargs) -> gr.HTML:
     """The empty viewer; handlers fill it with `viewer_value`."""
-    script = _SCRIPT.replace("__FRUSTUM_OPACITY__", str(FRUSTUM_OPACITY)).replace("__MAX_POINTS__", f"{MAX_POINTS:,}")
-    return gr.HTML(None, html_template=_TEMPLATE, css_template=_CSS, js_on_load=script, **kwargs)
+    script = (_SCRIPT.replace("__FRUSTUM_OPACITY__", str(FRUSTUM_OPACITY)).replace("__MAX_POINTS__", f"{MAX_POINTS:,}")
+              .replace("__NO_SCENE__", NO_SCENE))
+    return gr.HTML(None, html_template=_TEMPLATE.replace("__NO_SCENE__", NO_SCENE), css_template=_CSS,
+                   js_on_load=script, **kwargs)

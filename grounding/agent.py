@@ -163,12 +163,16 @@ class _MeteredVLM:
                 self._since = time.perf_counter()
             self._active += 1
 
-    def _leave(self, counted: bool, error: str | None = None) -> None:
+    def _leave(self, counted: bool, error: str | None = None, check: YesNo | None = None) -> None:
         with self._lock:
             self._active -= 1
             self.calls += counted
             if error is not None:
                 self.failures.append(error)
+            if check is not None:
+                self.checks += 1
+                if check.answer is None and check.raw_text:
+                    self.unclear.append(check.raw_text)
             if self._active == 0:
                 self.busy_seconds += time.perf_counter() - self._since
 
@@ -189,30 +193,25 @@ class _MeteredVLM:
             return answer
         finally:  # an error with no reply text is a failed request; unclear replies are not
             failed = answer is not None and answer.error is not None and not answer.raw_text
-            if answer is not None:
-                self.checks += 1
-                if answer.answer is None and answer.raw_text:
-                    self.unclear.append(answer.raw_text)
-            self._leave(answer is None or not answer.cached, answer.error if failed else None)
+            self._leave(answer is None or not answer.cached, answer.error if failed else None, answer)
 
 
 def _lead_with_failures(text: str, vlm: _MeteredVLM) -> str:
     """The answer, led by what failed: a VLM that did not reply, or replied neither yes nor no, is
     not a VLM that said no."""
-    failed = vlm.failures
-    if not failed:
-        if not vlm.unclear:
-            return text
-        example = " ".join(vlm.unclear[0].split())
-        example = example if len(example) <= 80 else example[:79] + "…"
-        if len(vlm.unclear) >= vlm.checks:
-            return (f"The VLM gave no clear yes or no to any of its {vlm.checks} checks (e.g. “{example}”); "
-                    "no answer.")
-        return (f"The VLM gave no clear yes or no to {len(vlm.unclear)} of {vlm.checks} checks (e.g. “{example}”): "
+    failed, unclear = vlm.failures, vlm.unclear
+    if failed:
+        if len(failed) >= vlm.calls:
+            return f"The VLM failed: {failed[0]} ({len(failed)} of {vlm.calls} requests); no answer."
+        return (f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): "
                 f"this answer may be incomplete. {text}")
-    if len(failed) >= vlm.calls:
-        return f"The VLM failed: {failed[0]} ({len(failed)} of {vlm.calls} requests); no answer."
-    return (f"The VLM failed in {len(failed)} of {vlm.calls} requests ({failed[0]}): "
+    if not unclear:
+        return text
+    example = " ".join(unclear[0].split())
+    example = example if len(example) <= 80 else example[:79] + "…"
+    if len(unclear) >= vlm.checks:
+        return f"The VLM gave no clear yes or no to any of its {vlm.checks} checks (e.g. “{example}”); no answer."
+    return (f"The VLM gave no clear yes or no to {len(unclear)} of {vlm.checks} checks (e.g. “{example}”): "
             f"this answer may be incomplete. {text}")
 
 

@@ -76,11 +76,12 @@ def describe_model(model: IGGT) -> str:
                        apply_discarded_cross_attention=own.apply_discarded_cross_attention, merge_ratio=0.0,
                        track_head=own.track_head)
 
-    preset = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), "custom")
-    if preset != "custom" and PRESETS[preset].img_size != own.img_size:
-        preset = f"{preset} at {own.img_size} px"
+    matched = next((name for name, config in PRESETS.items() if architecture(config) == architecture(own)), None)
+    preset = matched or "custom"
+    if matched and PRESETS[matched].img_size != own.img_size:
+        preset = f"{matched} at {own.img_size} px"
     head = ", pre-fix instance head" if own.apply_discarded_cross_attention else ""
-    if own.track_head != PRESETS.get(preset.split(" at ")[0], own).track_head:
+    if matched and PRESETS[matched].track_head != own.track_head:
         head += ", with point tracker" if own.track_head else ", without point tracker"
     merging = f", token merging {own.merge_ratio:g}" if own.merge_ratio else ""
     return f"IGGT {preset} ({parameter_millions(model):.1f} M parameters{head}{merging})"

@@ -134,8 +134,8 @@ def test_each_view_option_changes_the_cloud(browser, app, marked_photos):
 
     # Structure hidden last: at 112 px this model may take every instance of a room for structure,
     # and a view with no point left says why instead of staying blank.
-    hide_structure = lambda: page.get_by_label("Structure (floor, walls, planes)", exact=True).uncheck()  # noqa: E731
-    changed, before, after = changed_by(page, hide_structure)
+    changed, before, after = changed_by(
+        page, lambda: page.get_by_label("Structure (floor, walls, planes)", exact=True).uncheck())
     assert changed and after < before, "hiding structure removed no points"
     note = page.locator(".iggt-viewer-empty")
     assert note.is_visible() == (after == 0)
