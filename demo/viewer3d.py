@@ -202,6 +202,8 @@ _CSS = f"""
 .iggt-viewer-hint {{ position: absolute; left: 8px; bottom: 6px; color: #cfd3da; font-size: 12px;
   background: rgba(0,0,0,0.45); padding: 2px 6px; border-radius: 4px; }}
 .iggt-viewer-hint input {{ vertical-align: middle; width: 80px; }}
+.iggt-viewer-thinned {{ display: block; color: #cfd3da; }}
+.iggt-viewer-thinned:empty {{ display: none; }}
 .iggt-viewer-empty {{ position: absolute; inset: 0; display: flex; align-items: center; justify-content: center;
   color: #9aa0a8; pointer-events: none; }}
 """
@@ -310,7 +312,7 @@ function setup(root, scene) {
   if (!scene || scene.count === undefined) { note.textContent = NO_SCENE; note.style.display = "flex"; return; }
   note.textContent = NOTHING_SHOWN; note.style.display = scene.count === 0 ? "flex" : "none";
   root.querySelector(".iggt-viewer-thinned").textContent = scene.total > scene.count
-    ? ` · ${scene.count.toLocaleString("en")} of ${scene.total.toLocaleString("en")} points drawn (at most __MAX_POINTS__)`
+    ? `${scene.count.toLocaleString("en")} of ${scene.total.toLocaleString("en")} points drawn (at most __MAX_POINTS__)`
     : "";
   const started = performance.now();
   let gl = canvas._gl;
