@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from iggt.batch import leave_processes
 from iggt.errors import IGGTError
 
 COMMAND_MODULES = (
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: this is a fault of the software, not of your input: please report it with the traceback above",
               file=sys.stderr)
         return 1
+    finally:
+        leave_processes()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,17 @@ def processes() -> Processes:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     device = str(state.device) if state.device.type != "cpu" else "cpu"
     return Processes(state.process_index, state.num_processes, device)
+
+
+def leave_processes() -> None:
+    """End the launch's process group, if this process joined one, while the interpreter is still whole.
+
+    A group left to interpreter exit can abort a process that has done all its work: gloo's threads
+    outlive Python's teardown ("terminate called without an active exception", SIGABRT).
+    """
+    distributed = sys.modules.get("torch.distributed")  # never imports torch for a one-process run
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def run_sharded(names: Sequence[str], work: Callable[[str], T], load_done: Callable[[str], T | None]) -> list[T] | None:

@@ -126,3 +126,19 @@ def test_reconstruct_each_scene_over_two_processes_then_resumes(tiny_checkpoint,
     output = launch(arguments)[0]
     assert output.count("views at 28x28") == 1  # only room_2 was reconstructed again
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(tmp_path):
+    """Every command ends the launch's process group before the interpreter exits: a group left to the exit can
+    abort (SIGABRT) a process whose work is all done, as it once did a CI run of the test above."""
+    import torch.distributed as distributed
+
+    from iggt.__main__ import main
+
+    distributed.init_process_group("gloo", store=distributed.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["reconstruct", str(tmp_path / "no such folder"), "--out", str(tmp_path / "out")]) == 2
+        assert not distributed.is_initialized()
+    finally:
+        if distributed.is_initialized():
+            distributed.destroy_process_group()
