@@ -13,11 +13,16 @@ the top-ranked instance stands for that object (`grounding.evaluation.match_to_o
 2D / 3D: `iggt.evaluation.evaluate.openvocab_figures`, the scene's categories as the vocabulary.
 With ``--model laion/CLIP-ViT-B-32-laion2B-s34B-b79K`` (weights in the local cache) it measures a real CLIP.
 
+``app``: the Find tab of the web app (the README command's app, the shipped model, the seeing embedder)
+in Chromium: seconds from the click on Find to the matches on the page (the 3D view redrawn and every
+view picture loaded), each query after the first (which embeds every instance) on the page's own clock.
+
     python benchmarks/openvocab.py speed --kind clip siglip
     python benchmarks/openvocab.py speed --kind clip --threads 1      # a machine that others share
     python benchmarks/openvocab.py speed --kind siglip --device cuda
     python benchmarks/openvocab.py quality --scenes 20
     python benchmarks/openvocab.py quality --scenes 20 --model laion/CLIP-ViT-B-32-laion2B-s34B-b79K
+    python benchmarks/openvocab.py app --photos ../shared/examples-real/demo6
 """
 from __future__ import annotations
 
@@ -160,6 +165,53 @@ def quality(args: argparse.Namespace) -> None:
               f"{100 * np.nanmean(t['ov_miou_2d']):.1f} % | {100 * np.nanmean(t['ov_miou_3d']):.1f} % |")
 
 
+FIND_QUERIES = ("red sphere", "yellow object", "blue cube", "something to sit on")
+
+
+def app(args) -> None:
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from tools.app_page import CHROMIUM, CHROMIUM_ARGS
+    from tools.app_server import running_app
+
+    photos = sorted(str(path) for path in args.photos.iterdir() if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    drawn, loaded = [], []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright, \
+            running_app(Path(tmp), None, size=None, extra_env={"IGGT_EMBEDDER": SEEING}) as running:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(running.url)
+        page.locator("#upload input[type=file]").set_input_files(photos)
+        page.locator("#inputs-preview").get_by_text(f"{len(photos)} photos").wait_for(timeout=60_000)
+        page.locator("#reconstruct").click()
+        page.locator("#status").get_by_text("downloads ready").wait_for(timeout=300_000)
+        page.get_by_role("tab", name="Find").click()
+        canvas = page.locator("#viewer canvas")
+        for run in range(args.repeats + 1):
+            query = FIND_QUERIES[run % len(FIND_QUERIES)]
+            scenes = int(canvas.get_attribute("data-scenes"))
+            page.locator("#find-query textarea").fill(query)
+            start = page.evaluate("() => performance.now()")
+            page.locator("#find").click()
+            page.wait_for_function(f"() => Number(document.querySelector('#viewer canvas').dataset.scenes) > {scenes}",
+                                   timeout=300_000)
+            page.wait_for_function("() => [...document.querySelectorAll('#overlays img')].every(i => i.complete)"
+                                   " && document.querySelector('#find-result').innerText.includes(" + repr(query) + ")")
+            end = page.evaluate("() => performance.now()")
+            figures = ((float(canvas.get_attribute("data-drawn-at")) - start) / 1000, (end - start) / 1000)
+            print(f"{query!r}: 3D view redrawn {figures[0]:.2f} s, everything on the page {figures[1]:.2f} s"
+                  + (" (the first query: embeds every instance)" if run == 0 else ""), flush=True)
+            if run:
+                drawn.append(figures[0])
+                loaded.append(figures[1])
+        browser.close()
+    print(f"\n{len(photos)} photos of {args.photos.name}; {args.repeats} queries after the first, median: 3D view "
+          f"redrawn {statistics.median(drawn):.2f} s, everything on the page {statistics.median(loaded):.2f} s "
+          f"(range {min(loaded):.2f}-{max(loaded):.2f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +232,10 @@ def main() -> None:
     good.add_argument("--checkpoint", default=str(REPOSITORY / "iggt" / "weights" / "iggt-small"))
     good.add_argument("--device", default="auto")
     good.set_defaults(func=quality)
+    page = commands.add_parser("app", help="seconds from a click on Find to the matches on the page, in Chromium")
+    page.add_argument("--photos", type=Path, required=True, help="a folder of photos of one scene")
+    page.add_argument("--repeats", type=int, default=6, help="queries after the first")
+    page.set_defaults(func=app)
     args = parser.parse_args()
     args.func(args)
 

@@ -115,7 +115,7 @@ class FindHandlers:
         display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
                                        show_structure, filters)
         session.highlighted = result.matches
-        viewer, overlays, _, table = self.handlers._render_all(session, display)
+        viewer, overlays, table = self.handlers._render_all(session, display)
         return matches_markdown(result, embedder.name), viewer, overlays, table, session
 
     @user_errors

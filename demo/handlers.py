@@ -20,13 +20,13 @@ import gradio as gr
 import numpy as np
 
 from demo.pictures import (answer_markdown, answer_pictures, depth_pictures, depth_scale, input_previews,
-                           instance_table, photo_at, trace_markdown, view_overlays)
+                           instance_table, trace_markdown)
 from demo.services import ModelService, VLMService
 from demo.session import Session
 from demo.viewer3d import viewer_value
 from grounding.agent import MODES, answer
 from iggt.errors import IGGTError
-from iggt.export import PointCloudOptions, export_all, glb_scene, upsample_labels, write_ply
+from iggt.export import PointCloudOptions, export_all, glb_scene, write_ply
 from iggt.instances import ClusteringConfig, segment_instances
 from iggt.merge import merge_small_instances
 from iggt.scene import Scene
@@ -40,8 +40,6 @@ GEOMETRIES = {"Depth + cameras": "depth", "Point map": "points"}
 """VGGT's prediction modes: depth unprojected with the predicted cameras, or the point-map branch."""
 ALL_FRAMES = "All"
 FILTERS = ("Black background", "White background", "Sky")
-GALLERY_SIDE = 512
-"""Long side of the instance pictures in the gallery and of the view to click on (photo pixels)."""
 CLUSTERING_CHOICES = (*ClusteringConfig.PRESETS, "none")
 CLUSTERING_HELP = ("small: finest pieces; medium: the released demo's; large: coarser, neighbours may join; "
                    "none: geometry only. A change re-clusters the scene shown, without the model.")
@@ -173,6 +171,12 @@ def _with_instances(session: Session | None) -> Session:
     if session.scene.instances is None:
         raise gr.Error("This scene has no instances (clustering was off).")
     return session
+
+
+def _captioned(scene: Scene, pictures: list) -> list[tuple]:
+    """A gallery's items: (picture, "N: name") per view."""
+    names = scene.view_names or [f"view {i + 1}" for i in range(scene.num_views)]
+    return [(picture, f"{i + 1}: {name}") for i, (picture, name) in enumerate(zip(pictures, names))]
 
 
 def _checked_clustering(clustering: str) -> str:
@@ -315,7 +319,7 @@ class Handlers:
         if session is None or session.scene is None or not session.downloads_pending:
             return (gr.skip(),) * 4
         start = time.perf_counter()
-        overlays, depths = self._pictures(session)
+        overlays, depths = self._overlays(session), _captioned(session.scene, depth_pictures(session.scene))
         session.timings["pictures"] = time.perf_counter() - start
         return overlays, depths, depth_scale(session.scene), overlays[0][0]
 
@@ -333,7 +337,7 @@ class Handlers:
         session.new_scene(_clustered(session.scene.with_instances(None), clustering, merge_percent))
         session.clustering = _clustering_note(clustering, merge_percent)
         session.timings = {"clustering": time.perf_counter() - start}
-        viewer, overlays, _, table = self._render_all(session, display)
+        viewer, overlays, table = self._render_all(session, display)
         return (self._status(session, "preparing the downloads…"), viewer, overlays, table, None, overlays[0][0], "",
                 gr.update(value=1), "", "", None, session)  # the answer named instances that are gone
 
@@ -378,28 +382,19 @@ class Handlers:
         return value
 
     def _render_all(self, session: Session, display: Display):
-        """The 3D view, the overlay and depth galleries and the instance table for the current state."""
-        overlays, depths = self._pictures(session)
-        return self._viewer(session, display), overlays, depths, instance_table(session.scene, session.highlighted)
+        """The 3D view, the overlay gallery and the instance table for the current selection (depths stay)."""
+        return self._viewer(session, display), self._overlays(session), instance_table(session.scene,
+                                                                                         session.highlighted)
 
-    def _pictures(self, session: Session) -> tuple[list, list]:
-        """The overlay and depth galleries: (picture, "N: name") per view."""
-        scene = session.scene
-        names = scene.view_names or [f"view {i + 1}" for i in range(scene.num_views)]
-        overlays = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
-                    enumerate(zip(self._view_pictures(session), names))]
-        depths = [(picture, f"{i + 1}: {name}") for i, (picture, name) in
-                  enumerate(zip(depth_pictures(scene), names))]
-        return overlays, depths
+    def _overlays(self, session: Session) -> list:
+        """The overlay gallery: (picture, "N: name") per view."""
+        return _captioned(session.scene, self._view_pictures(session))
 
     @staticmethod
     def _view_pictures(session: Session, views: list[int] | None = None) -> list[np.ndarray]:
         """Views with their instances (only the highlighted ones when any) drawn on the photos, masks at
         the photos' resolution (long side `GALLERY_SIDE`); the plain photos when there are no instances."""
-        views = range(session.scene.num_views) if views is None else views
-        if session.scene.instances is None:
-            return [np.asarray(photo_at(session.photos[v], GALLERY_SIDE)) for v in views]
-        return view_overlays(session.scene, session.highlighted or None, session.photos, GALLERY_SIDE, views)
+        return session.gallery.overlays(session.scene, session.highlighted or None, views)
 
     def _view_picture(self, session: Session, index: int) -> np.ndarray:
         """One view for clicking, drawn on its photo."""
@@ -446,7 +441,7 @@ class Handlers:
         """A click on a view selects the instance under the pointer in every view and in 3D."""
         session = _with_instances(session)
         view = self._view_index(session, view_number)
-        labels = upsample_labels(session.scene, view, photo_at(session.photos[view], GALLERY_SIDE).size[::-1])
+        labels = session.gallery.labels(session.scene, view)
         x, y = (int(v) for v in evt.index)
         label = int(labels[np.clip(y, 0, labels.shape[0] - 1), np.clip(x, 0, labels.shape[1] - 1)])
         display = Display.from_widgets(color_mode, conf_percentile, show_cameras, drop_background, geometry, frame,
@@ -487,7 +482,7 @@ class Handlers:
                        + f", seen in {len(info.views)} of {scene.num_views} views.")
         else:
             message = f"{nothing}: selection cleared."
-        viewer, overlays, _, table = self._render_all(session, display)
+        viewer, overlays, table = self._render_all(session, display)
         return message, viewer, overlays, table, self._view_picture(session, view), session
 
     @staticmethod
@@ -533,6 +528,6 @@ class Handlers:
         if any(step.kind == "naming" for step in result.trace):
             session.scene = result.scene  # the names the agent found (notes say which it did not): in the table
         session.highlighted = list(result.instance_ids)
-        viewer, overlays, _, table = self._render_all(session, display)
+        viewer, overlays, table = self._render_all(session, display)
         return (answer_markdown(result, backend.name), viewer, overlays, table, trace_markdown(result),
                 answer_pictures(result, overlays), session)

@@ -14,11 +14,13 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from grounding.agent import Answer
-from iggt.export import instance_overlays
+from iggt.export import instance_overlays, upsample_labels
 from iggt.scene import Scene
 from iggt.views import InputError, load_views
 
 PREVIEW_SIDE = 320
+GALLERY_SIDE = 512
+"""Long side of the instance pictures in the gallery and of the view to click on (photo pixels)."""
 """Long side of an input thumbnail, in pixels (JPEGs are decoded at about this size, so it is quick)."""
 
 
@@ -46,15 +48,39 @@ def input_previews(paths: list[str]) -> tuple[list[tuple[Image.Image, str]], lis
     return unusable + tiles, reasons
 
 
-def view_overlays(scene: Scene, highlight: list[int] | None, photos: list[Image.Image], side: int,
-                  views: list[int] | None = None) -> list[np.ndarray]:
-    """Per-view uint8 pictures: the photos (long side ``side``) with instance colours (only `highlight`
-    ids when given), the masks upsampled to that resolution."""
-    return instance_overlays(scene, highlight=highlight, photos=photos, max_side=side, views=views)
+class GalleryViews:
+    """The views as the page draws them: photos with long side ``side`` and instance colours on them.
+
+    The photos at that size, and each view's instance labels at that size for the clustering they
+    came from, are kept (one object per set of photos), so a new selection or Find only recolours:
+    upsampling the labels is most of an overlay's cost.
+    """
+
+    def __init__(self, photos: list[Image.Image], side: int = GALLERY_SIDE):
+        self.photos = [photo_at(photo, side) for photo in photos]
+        self._source: np.ndarray | None = None  # the scene's label maps the kept ones were made from
+        self._labels: dict[int, np.ndarray] = {}
+
+    def labels(self, scene: Scene, view: int) -> np.ndarray:
+        """View ``view``'s instance labels at its drawn size (`upsample_labels`)."""
+        if self._source is not scene.instances.labels:  # clustered again: the kept labels are stale
+            self._source, self._labels = scene.instances.labels, {}
+        if view not in self._labels:
+            self._labels[view] = upsample_labels(scene, view, self.photos[view].size[::-1])
+        return self._labels[view]
+
+    def overlays(self, scene: Scene, highlight: list[int] | None, views: list[int] | None = None) -> list[np.ndarray]:
+        """Per-view uint8 pictures: the photos with instance colours (only ``highlight`` ids when given), or
+        the plain photos when the scene has no instances."""
+        views = list(range(scene.num_views)) if views is None else views
+        if scene.instances is None:
+            return [np.asarray(self.photos[view]) for view in views]
+        return instance_overlays(scene, highlight=highlight, photos=self.photos, views=views,
+                                 labels=[self.labels(scene, view) for view in views])
 
 
 def photo_at(photo: Image.Image, side: int) -> Image.Image:
-    """The photo scaled so its long side is at most ``side`` (the size `view_overlays` draws at)."""
+    """The photo scaled so its long side is at most ``side`` (the size `GalleryViews` draws at)."""
     scale = min(1.0, side / max(photo.size))
     return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
 

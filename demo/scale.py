@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from demo.handlers import GALLERY_SIDE, Handlers
-from demo.pictures import depth_scale, instance_table, photo_at
+from demo.handlers import Handlers
+from demo.pictures import GALLERY_SIDE, depth_scale, instance_table, photo_at
 from demo.session import Session
 from iggt.errors import IGGTError
 from iggt.sfm.colmap import view_transform
@@ -65,8 +65,8 @@ def _view(session: Session, view_number) -> int:
 
 def _shown(session: Session, view: int) -> Image.Image:
     """The photo as the tab shows it (long side at most `GALLERY_SIDE`)."""
-    if view < len(session.photos):
-        return photo_at(session.photos[view], GALLERY_SIDE)
+    if view < len(session.gallery.photos):
+        return session.gallery.photos[view]
     image = Image.fromarray((session.scene.images[view] * 255).round().astype("uint8"))
     return photo_at(image, GALLERY_SIDE)
 

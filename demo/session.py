@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from demo.pictures import GalleryViews
 from iggt.scene import Scene
 
 PHOTO_SIDE = 1024
@@ -45,6 +46,8 @@ class Session:
     """How the scene's instances were made, for the status line."""
     viewer_instances: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     """The instance id of each point the 3D view shows, in its order (a click there sends the point's index)."""
+    gallery: GalleryViews = field(default_factory=lambda: GalleryViews([]))
+    """The photos as the page draws them, with the instance labels kept for the next selection."""
 
     def new_scene(self, scene: Scene, photos: list[Image.Image] | None = None) -> None:
         """Show ``scene`` (clustered again when ``photos`` is None: the photos stay), nothing selected."""
@@ -52,6 +55,7 @@ class Session:
         self.highlighted = []
         if photos is not None:
             self.photos = [_shrunk(photo) for photo in photos]
+            self.gallery = GalleryViews(self.photos)
         self.downloads_pending = True
 
     def output_dir(self, name: str) -> Path:

@@ -413,17 +413,21 @@ def _label_table(scene: Scene) -> tuple[list[str], np.ndarray]:
 # -- instance masks -----------------------------------------------------------------------
 def instance_overlays(scene: Scene, highlight: Sequence[int] | None = None,
                       photos: Sequence[Image.Image] | None = None, max_side: int | None = None,
-                      views: Sequence[int] | None = None) -> list[np.ndarray]:
+                      views: Sequence[int] | None = None,
+                      labels: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """Per view (all, or ``views``) ``[H, W, 3]`` uint8: the photo blended with instance colours, boundaries white.
 
     With ``highlight``, only those instance ids are coloured and outlined. With ``photos`` (the
     original pictures, one per view), each overlay is drawn on its photo at the photo's size
-    (or scaled so its long side is ``max_side``) with labels from `upsample_labels`; without,
-    on the model input.
+    (or scaled so its long side is ``max_side``) with labels from `upsample_labels`, or from
+    ``labels`` (one per drawn view, already at that size: a new highlight need not upsample again);
+    without photos, on the model input.
     """
     _require_instances(scene, "draw instance overlays")
-    return [_view_overlay(scene, index, highlight, None if photos is None else photos[index], max_side)
-            for index in (range(scene.num_views) if views is None else views)]
+    views = list(range(scene.num_views) if views is None else views)
+    return [_view_overlay(scene, index, highlight, None if photos is None else photos[index], max_side,
+                          None if labels is None else labels[position])
+            for position, index in enumerate(views)]
 
 
 def _view_overlay(scene: Scene, index: int, highlight: Sequence[int] | None, photo: Image.Image | None,

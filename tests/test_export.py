@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from unittest import mock
 
 import numpy as np
@@ -230,3 +231,25 @@ def test_upsampled_labels_have_smooth_edges_not_blocks():
     edge = np.array([np.argmax(row != row[0]) for row in up[8:100]])
     steps = np.diff(edge)
     assert set(np.unique(steps)) <= {0, 1, 2} and (steps > 0).mean() > 0.5
+
+
+def test_the_app_gallery_redraws_a_highlight_from_kept_labels_as_from_scratch(monkeypatch):
+    """The app keeps each view's upsampled labels (`demo.pictures.GalleryViews`): a new highlight draws the same
+    pictures as drawing from scratch without upsampling again, and a new clustering is upsampled afresh."""
+    import demo.pictures as pictures
+
+    scene = make_scene()
+    photos = [Image.fromarray(np.round(image * 255).astype(np.uint8)).resize((84, 56)) for image in scene.images]
+    upsampled = []
+    real_upsample = pictures.upsample_labels
+    monkeypatch.setattr(pictures, "upsample_labels", lambda *args: upsampled.append(args[1]) or real_upsample(*args))
+    gallery = pictures.GalleryViews(photos, side=64)
+    for highlight in (None, [0], [1]):
+        kept = gallery.overlays(scene, highlight)
+        fresh = instance_overlays(scene, highlight=highlight, photos=photos, max_side=64)
+        assert all(a.shape == (43, 64, 3) and np.array_equal(a, b) for a, b in zip(kept, fresh, strict=True))
+    assert upsampled == [0, 1, 2]  # once per view for three highlights
+    reclustered = scene.with_instances(replace(scene.instances, labels=scene.instances.labels[:, ::-1].copy()))
+    assert np.array_equal(gallery.overlays(reclustered, None, views=[1])[0],
+                          instance_overlays(reclustered, photos=photos, max_side=64, views=[1])[0])
+    assert upsampled == [0, 1, 2, 1]
