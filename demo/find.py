@@ -136,12 +136,14 @@ class FindHandlers:
 
 
 def wire_find(widgets: FindWidgets, handlers: Handlers, display: list, session, viewer, overlays, instance_list,
-              downloads, status) -> FindHandlers:
-    """Connect the Find tab's events (internal to the page, no API endpoint)."""
+              downloads, status, view_number, click_view) -> FindHandlers:
+    """Connect the Find tab's events (internal to the page, no API endpoint). The matches are drawn on the view
+    to click on too (``click_view``, the view ``view_number``), as after an answer."""
     find = FindHandlers(handlers)
     outputs = [widgets.result, viewer, overlays, instance_list, session]
     gr.on([widgets.find.click, widgets.query.submit], find.find, [widgets.query, *display, session], outputs,
-          api_name=False, concurrency_id="find", concurrency_limit=2)
+          api_name=False, concurrency_id="find", concurrency_limit=2).success(
+        handlers.show_view, [view_number, session], click_view, api_name=False)
     widgets.label_all.click(find.label_all, [widgets.vocabulary, session], [widgets.result, instance_list, session],
                             api_name=False, concurrency_id="find").then(
         handlers.write_downloads, session, [downloads, status], api_name=False)

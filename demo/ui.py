@@ -232,6 +232,7 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
               ask_outputs, api_name=False, concurrency_limit=4, concurrency_id="ask").success(
             handlers.show_view, [view_number, session], click_view, api_name=False)
         gr.on([], handlers.ask, ask_inputs, ask_outputs, api_name="ask", concurrency_id="ask")
-        wire_find(find_widgets, handlers, display, session, viewer, overlays, instance_list, downloads, status)
+        wire_find(find_widgets, handlers, display, session, viewer, overlays, instance_list, downloads, status,
+                  view_number, click_view)
         wire_scale(scale_widgets, handlers, session, instance_list, depth_scale, downloads, status)
     return demo

@@ -77,6 +77,7 @@ def test_type_a_query_and_see_the_matches_highlighted(browser, vlm_server, tmp_p
         query, expected = next((c, m) for c in COLOURS
                                if (m := openvocab.find(scene, c, SeeingEmbedder(), cache=None).matches))
         views_before = page.locator("#overlays").screenshot()
+        click_view_before = page.locator("#click-view img").get_attribute("src")
         viewer_before = page.locator("#viewer canvas").screenshot()
         page.get_by_role("tab", name="Find").click()
         page.locator("#find-query textarea").fill(query)
@@ -90,6 +91,8 @@ def test_type_a_query_and_see_the_matches_highlighted(browser, vlm_server, tmp_p
         bold = page.locator("#instances tr[style*='bold']")
         assert bold.count() == len(expected) and int(bold.first.locator("td").nth(1).inner_text()) == expected[0]
         assert page.locator("#overlays").screenshot() != views_before, "the views did not show the highlight"
+        assert page.locator("#click-view img").get_attribute("src") != click_view_before, \
+            "the view to click on still shows every instance"
         assert "Traceback" not in page.content()
         # The Ask tab's agent ranks its find checks with the same embedder (fewer VLM calls), in a
         # scene with more objects than the pre-filter keeps
