@@ -169,21 +169,23 @@ FIND_QUERIES = ("red sphere", "yellow object", "blue cube", "something to sit on
 
 
 def app(args) -> None:
+    """Find in the web app, in Chromium: click to the 3D view redrawn, and to everything on the page."""
     import tempfile
 
     from playwright.sync_api import sync_playwright
 
+    from iggt.views import IMAGE_EXTENSIONS
     from tools.app_page import CHROMIUM, CHROMIUM_ARGS
     from tools.app_server import running_app
 
-    photos = sorted(str(path) for path in args.photos.iterdir() if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    photos = sorted(path for path in args.photos.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
     drawn, loaded = [], []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright, \
             running_app(Path(tmp), None, size=None, extra_env={"IGGT_EMBEDDER": SEEING}) as running:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(running.url)
-        page.locator("#upload input[type=file]").set_input_files(photos)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})  # not `open_page`: its status watch
+        page.goto(running.url)                                              # slows every change of the page
+        page.locator("#upload input[type=file]").set_input_files([str(path) for path in photos])
         page.locator("#inputs-preview").get_by_text(f"{len(photos)} photos").wait_for(timeout=60_000)
         page.locator("#reconstruct").click()
         page.locator("#status").get_by_text("downloads ready").wait_for(timeout=300_000)

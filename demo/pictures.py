@@ -19,9 +19,9 @@ from iggt.scene import Scene
 from iggt.views import InputError, load_views
 
 PREVIEW_SIDE = 320
+"""Long side of an input thumbnail, in pixels (JPEGs are decoded at about this size, so it is quick)."""
 GALLERY_SIDE = 512
 """Long side of the instance pictures in the gallery and of the view to click on (photo pixels)."""
-"""Long side of an input thumbnail, in pixels (JPEGs are decoded at about this size, so it is quick)."""
 
 
 def unusable_tile(reason: str) -> Image.Image:
