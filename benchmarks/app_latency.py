@@ -4,7 +4,10 @@ Runs the app's own handlers in this process: `Handlers.reconstruct` (what the bu
 return is what appears on the page) and then `Handlers.write_downloads` (the download files, written
 after the result is shown). So the figures are the server's work without network or browser time;
 ``--browser`` adds the time the page itself takes, measured in Chromium from the click on
-"Reconstruct" to the 3D view drawn (it starts the real app with the same model).
+"Reconstruct" to the 3D view drawn (it starts the real app with the same model). This machine's
+speed drifts between hours by a fifth or more, so compare a change with ``--against REV``: the app
+of that git revision (a temporary worktree, its own model) runs beside this tree's, runs alternate,
+and the ratio is printed.
 
 Stages: loading (decode photos), model, clustering (with merging small pieces and structure
 detection), display (3D view data and table); "result" is their sum, the time until the page can
@@ -16,20 +19,24 @@ the viewer's data on the wire.
     python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --repeats 3
     python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --size 224
     python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --browser
+    python benchmarks/app_latency.py --photos ../shared/examples-real/demo6 --browser --against HEAD~1
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run from anywhere without installing
 
 from demo.handlers import ALL_FRAMES, DEFAULT_MERGE_PERCENT, Display, Handlers, Limits  # noqa: E402
 from demo.services import ModelService  # noqa: E402
@@ -62,34 +69,52 @@ def run_once(handlers: Handlers, inputs: list[str] | str, clustering: str, merge
         session.close()
 
 
-def browser_seconds(inputs: list[str], checkpoint: str | None, repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds from the click on Reconstruct to the 3D view drawn, in Chromium, on the real app (on the
-    page's own clock), and seconds the viewer took to decode and draw its data (``data-render-ms``)."""
+def browser_seconds(inputs: list[str], checkpoint: str | None, repeats: int,
+                    roots: tuple[Path, ...] = (REPO_ROOT,)) -> list[tuple[list[float], list[float]]]:
+    """Per checkout in ``roots``: seconds from the click on Reconstruct to the 3D view drawn, in Chromium,
+    on that checkout's app (on the page's own clock), and seconds the viewer took to decode and draw its
+    data (``data-render-ms``). With several checkouts their runs alternate, so a busy spell of the
+    machine falls on each alike."""
     from playwright.sync_api import sync_playwright
 
     from tools.app_page import CHROMIUM, CHROMIUM_ARGS
     from tools.app_server import running_app
 
-    seconds, drawing = [], []
+    results = [([], []) for _ in roots]
     threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))}
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright, \
-            running_app(Path(tmp), checkpoint, size=None, extra_env=threads) as app:
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright, contextlib.ExitStack() as apps:
+        urls = [apps.enter_context(running_app(Path(tmp) / str(i), checkpoint, size=None, extra_env=threads,
+                                               root=root)).url for i, root in enumerate(roots)]
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for run in range(repeats + 1):  # the first run warms up; a fresh page each time (an identical
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})  # result is not redrawn)
-            page.goto(app.url)
-            page.locator("#upload input[type=file]").set_input_files(inputs)
-            page.locator("#inputs-preview").get_by_text(f"{len(inputs)} photos").wait_for(timeout=60_000)
-            start = page.evaluate("() => performance.now()")  # the page's clock: no Playwright polling counted
-            page.locator("#reconstruct").click()
-            canvas = page.wait_for_selector("#viewer canvas[data-points]", state="attached", timeout=120_000)
-            if run:
-                seconds.append((float(canvas.get_attribute("data-drawn-at")) - start) / 1000)
-                drawing.append(float(canvas.get_attribute("data-render-ms")) / 1000)
-            page.locator("#status").get_by_text("downloads ready").wait_for(timeout=120_000)
-            page.close()
+            for i in (range(len(roots)) if run % 2 else reversed(range(len(roots)))):  # result is not redrawn)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(urls[i])
+                page.locator("#upload input[type=file]").set_input_files(inputs)
+                page.locator("#inputs-preview").get_by_text(f"{len(inputs)} photos").wait_for(timeout=60_000)
+                start = page.evaluate("() => performance.now()")  # the page's clock: no Playwright polling counted
+                page.locator("#reconstruct").click()
+                canvas = page.wait_for_selector("#viewer canvas[data-points]", state="attached", timeout=120_000)
+                if run:
+                    results[i][0].append((float(canvas.get_attribute("data-drawn-at")) - start) / 1000)
+                    results[i][1].append(float(canvas.get_attribute("data-render-ms")) / 1000)
+                page.locator("#status").get_by_text("downloads ready").wait_for(timeout=120_000)
+                page.close()
         browser.close()
-    return seconds, drawing
+    return results
+
+
+@contextlib.contextmanager
+def checkout_of(revision: str):
+    """A temporary git worktree of ``revision`` (the baseline of ``--against``), removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=REPO_ROOT, check=True,
+                       capture_output=True)
+        try:
+            yield folder
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=REPO_ROOT, check=True)
 
 
 def main() -> None:
@@ -104,6 +129,8 @@ def main() -> None:
                         help="merge pieces under this share of the scene, in %% (the page's default: off)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also measure click-to-3D-view in Chromium")
+    parser.add_argument("--against", default=None, metavar="REV",
+                        help="with --browser: also the app of git revision REV (its own model), runs alternating")
     args = parser.parse_args()
 
     models = ModelService(args.checkpoint)
@@ -135,10 +162,17 @@ def main() -> None:
         print(f"{name:<20}{views:>6}" + "".join(f"{median[c]:>11.2f}s" for c in columns)
               + f"{viewer_bytes / 1e6:>8.2f}MB{found:>24}")
         if args.browser and isinstance(inputs, list):
-            clicks, drawing = browser_seconds(inputs, args.checkpoint, args.repeats)
-            print(f"{'':<20}in Chromium, click to 3D view drawn: median {statistics.median(clicks):.2f} s "
-                  f"({', '.join(f'{s:.2f}' for s in clicks)}), of which the viewer decoding and drawing "
-                  f"its data: median {statistics.median(drawing) * 1000:.0f} ms")
+            with contextlib.ExitStack() as stack:
+                roots = (REPO_ROOT,) + ((stack.enter_context(checkout_of(args.against)),) if args.against else ())
+                measured = browser_seconds(inputs, args.checkpoint, args.repeats, roots)
+            for label, (clicks, drawing) in zip(("this tree", f"at {args.against}"), measured):
+                print(f"{'':<20}in Chromium, click to 3D view drawn ({label}): "
+                      f"median {statistics.median(clicks):.2f} s ({', '.join(f'{s:.2f}' for s in clicks)}), "
+                      f"of which the viewer decoding and drawing its data: "
+                      f"median {statistics.median(drawing) * 1000:.0f} ms")
+            if args.against:
+                ratio = statistics.median(measured[0][0]) / statistics.median(measured[1][0])
+                print(f"{'':<20}this tree / {args.against}: {ratio:.2f}x (runs alternating, same machine)")
 
 
 if __name__ == "__main__":

@@ -186,16 +186,20 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
                        answer_views, view_files, session]
         pictures = [overlays, depths, depth_scale, click_view]
         reconstruct = shown_in(0, len(shown_first), "Could not reconstruct:")(handlers.reconstruct)
+        # The progress shows on the 3D view only: a tracker on each of the twelve outputs costs the browser
+        # about 0.4 CPU s per run (each redraws its timer every frame), time the model then waits for on a
+        # small machine (docs/app.md, "Speed").
+        progress_on_viewer = {"show_progress_on": [viewer]}
 
         def then_pictures_and_downloads(event):
             event.then(handlers.show_pictures, session, pictures, api_name=False).then(
                 handlers.write_downloads, session, [downloads, status], api_name=False)
 
         then_pictures_and_downloads(run.click(reconstruct, inputs, shown_first, api_name=False, concurrency_limit=2,
-                                              concurrency_id="reconstruct"))
+                                              concurrency_id="reconstruct", **progress_on_viewer))
         then_pictures_and_downloads(example_thumbnails.select(
             handlers.pick_example, None, [example, files, video], api_name=False, queue=False).then(
-            reconstruct, inputs, shown_first, api_name=False, concurrency_id="reconstruct"))
+            reconstruct, inputs, shown_first, api_name=False, concurrency_id="reconstruct", **progress_on_viewer))
         gr.on([], handlers.reconstruct_for_api, inputs,
               [status, viewer, overlays, depths, instance_list, downloads, view_number, click_view, selection, frame,
                depth_scale, answer, trace, answer_views, view_files, session],
@@ -205,8 +209,8 @@ def build_demo(models: ModelService, limits: Limits = Limits()) -> gr.Blocks:
         gr.on([clustering.input, merge.release],
               shown_in(0, len(recluster_outputs), "Could not cluster:")(handlers.recluster),
               [clustering, merge, *display, session], recluster_outputs, api_name=False,
-              concurrency_id="reconstruct").then(handlers.write_downloads, session, [downloads, status],
-                                                 api_name=False)
+              concurrency_id="reconstruct", **progress_on_viewer).then(
+            handlers.write_downloads, session, [downloads, status], api_name=False)
 
         # -- what the 3D view shows: display changes re-render it only (the slider when let go) ----------
         for trigger in (color_mode.input, geometry.input, frame.input, filters.input, show_cameras.input,

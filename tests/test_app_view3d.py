@@ -18,7 +18,7 @@ from PIL import Image
 
 from helpers import REPO_ROOT
 from iggt.reconstruct import DEFAULT_CHECKPOINT
-from tools.app_page import CHROMIUM, ask_in_page, open_page, reconstruct_in_page
+from tools.app_page import CHROMIUM, ask_in_page, open_page, reconstruct_in_page, wait_for_result
 from tools.app_server import running_app
 
 pytestmark = pytest.mark.browser
@@ -165,6 +165,36 @@ def test_structure_is_left_out_of_a_count_question(browser, app, vlm_server):
     assert "left out" not in page.locator("#trace").inner_text()
     questions = [r for r in vlm_server.state.requests[before:] if CHECK in json.dumps(r["body"])]
     assert len(questions) == instances, "a question about the floor is asked about every instance"
+
+
+PROGRESS_SHOWN = """() => {
+  window.iggtProgressShown = {};
+  new MutationObserver(() => {
+    for (const bar of document.querySelectorAll('.progress-text, .eta-bar')) {
+      const owner = (bar.closest('[id]') || {}).id;
+      if (bar.getClientRects().length && !(owner in window.iggtProgressShown))
+        window.iggtProgressShown[owner] = performance.now();
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+"""Notes when each component (by its element id) first shows a progress tracker, on the page's clock."""
+
+
+def test_only_the_3d_view_shows_progress_until_it_is_drawn(browser, app):
+    """A tracker redraws its timer every frame: one on each of the reconstruction's twelve outputs cost
+    the browser about 0.4 CPU s a run, taken from the model on a small machine (docs/app.md, "Speed")."""
+    page = open_page(browser, app.url)
+    page.locator("#upload input[type=file]").set_input_files([str(p) for p in REAL_PHOTOS])
+    page.locator("#inputs-preview").get_by_text(f"{len(REAL_PHOTOS)} photos").wait_for()
+    page.wait_for_function("() => ![...document.querySelectorAll('.progress-text, .eta-bar')]"
+                           ".some(bar => bar.getClientRects().length)")  # the upload's preview is done
+    page.evaluate(PROGRESS_SHOWN)
+    page.locator("#reconstruct").click()
+    wait_for_result(page)
+    drawn_at = float(page.locator("#viewer canvas").get_attribute("data-drawn-at"))
+    shown = page.evaluate("() => window.iggtProgressShown")
+    assert {owner for owner, at in shown.items() if at < drawn_at} == {"viewer"}, shown
+    page.close()
 
 
 def test_masks_at_the_photos_resolution(browser, app):

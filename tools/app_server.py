@@ -41,11 +41,13 @@ class RunningApp:
 
 @contextlib.contextmanager
 def running_app(workdir: Path, checkpoint: Path | None, *extra: str, size: int | None = 112,
-                extra_env: dict[str, str] | None = None, startup_timeout_s: float = 120.0) -> Iterator[RunningApp]:
+                extra_env: dict[str, str] | None = None, startup_timeout_s: float = 120.0,
+                root: Path = REPO_ROOT) -> Iterator[RunningApp]:
     """`python app.py` in a subprocess on a free port; waits until the page answers, stops it afterwards.
 
     ``checkpoint`` None lets the app choose its model; ``size`` is the model input size (None: the
-    model's own), ``extra`` are more command-line arguments, ``extra_env`` more environment variables."""
+    model's own), ``extra`` are more command-line arguments, ``extra_env`` more environment variables;
+    ``root`` is the checkout whose app runs (another one: a benchmark's baseline)."""
     tmp = workdir / "server-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     log = workdir / "server.log"
@@ -57,7 +59,7 @@ def running_app(workdir: Path, checkpoint: Path | None, *extra: str, size: int |
                *(["--checkpoint", str(checkpoint)] if checkpoint else []), *(["--size", str(size)] if size else []),
                *extra]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     app = RunningApp(f"http://127.0.0.1:{port}/", log, tmp)
     try:
         deadline = time.monotonic() + startup_timeout_s
