@@ -17,6 +17,7 @@ from grounding.openvocab import PrefilterConfig
 from grounding.spatial import SceneGeometry, SpatialError, relation_holds, sort_instances
 from grounding.vlm.base import BaseVLM, VLMAnswer
 from grounding.vlm.openai_backend import OpenAIConfig, OpenAIVLM
+from grounding.vlm import seeing_server
 from grounding.vlm.seeing_server import start_test_server
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -171,6 +172,13 @@ def test_a_planner_that_breaks_the_format_falls_back_to_verify(server, generated
     kinds = [step.kind for step in result.trace]
     assert kinds.count("invalid") == 3 and "fallback" in kinds and result.fell_back
     assert set(result.instance_ids) == question.expected_ids
+
+
+@pytest.mark.parametrize("found, text", [([4], "There is 1 box."), ([4, 7], "There are 2 boxes.")])
+def test_the_seeing_planner_answers_a_count_in_plain_english(found, text, monkeypatch):
+    """As a real model would write it: the app shows the planner's answer to the person who asked."""
+    monkeypatch.setattr(seeing_server, "_find", lambda calls, description: found)
+    assert seeing_server.plan("How many boxes are there?", [])["text"] == text
 
 
 class ScriptedVLM(BaseVLM):

@@ -223,18 +223,29 @@ def test_verify_mode_checks_the_noun_phrase_of_a_count(page, vlm_server, tmp_pat
     assert any("outlined in magenta a cube" in c for c in checks)
 
 
+@pytest.fixture(scope="module")
+def newcomer_app(tmp_path_factory):
+    """The app as the README's command starts it: the shipped model at its own input size (224 px; the
+    other tests here run it at 112 px, which is faster)."""
+    with running_app(tmp_path_factory.mktemp("newcomer-app"), None, size=None) as running:
+        yield running
+
+
 @pytest.mark.browser
-@pytest.mark.xfail(strict=True, reason="open (issue 25, item 4): the walls are now marked structure and the table "
-                   "is not taken for a cube, but the shipped model splits the pyramid into faces and the seeing test "
-                   "VLM, which knows cubes, spheres and cones only, takes a face for an orange cube: the count is 2")
 @pytest.mark.parametrize("mode", ["verify", "agent"])
-def test_a_count_on_synthetic_5_finds_its_one_cube(page, vlm_server, mode, tmp_path):
+@pytest.mark.parametrize("which_app", ["newcomer_app", pytest.param("app", marks=pytest.mark.xfail(
+    strict=True, reason="known miss at --size 112: the model splits the pyramid into faces at that input and the "
+                        "seeing test VLM, which knows cubes, spheres and cones only, takes a face for an orange "
+                        "cube: the count is 2"))])
+def test_a_count_on_synthetic_5_finds_its_one_cube(browser, vlm_server, mode, which_app, request, tmp_path):
     """Issue 25, item 4, asked as a newcomer on synthetic-5, whose views show one cube."""
+    page = open_page(browser, request.getfixturevalue(which_app).url, width=1400, height=1100)
     reconstruct_in_page(page, example="synthetic-5")
     text = ask_in_page(page, "How many cubes are there?", vlm_server.url, mode=mode)
     page.screenshot(path=str(tmp_path / "count.png"), full_page=True)
-    first_line = text.strip().splitlines()[0]
-    assert re.search(r"\b(1|one)\b", first_line, re.IGNORECASE) and not re.search(r"\b[2-9]\b", first_line), text
+    page.close()
+    count = re.sub(r"#\d+", "", text.strip().splitlines()[0])  # "There is 1 cube: #3 yellow cube."
+    assert re.search(r"\b(1|one)\b", count, re.IGNORECASE) and not re.search(r"\b[2-9]\b", count), text
 
 
 @pytest.mark.browser

@@ -107,10 +107,20 @@ def ask_in_page(page, question: str, base_url: str, mode: str = "agent", api_key
     page.locator("#base-url textarea, #base-url input").first.fill(base_url)
     page.locator("#api-key input").fill(api_key)
     page.get_by_label(mode, exact=True).check()
+    page.evaluate(WATCH_ANSWER)
     page.locator("#ask").click()
-    answer = page.locator("#answer")
-    answer.get_by_text("Instances:").wait_for()
-    return answer.inner_text()
+    page.wait_for_function("() => window.iggtAnswerChanged && !document.querySelector('#answer .progress-text') && "
+                           "document.querySelector('#answer').innerText.includes('Instances:')")
+    return page.locator("#answer").inner_text()
+
+
+WATCH_ANSWER = """() => {
+  window.iggtAnswerChanged = false;
+  new MutationObserver((_, observer) => { window.iggtAnswerChanged = true; observer.disconnect(); })
+    .observe(document.querySelector('#answer'), {subtree: true, childList: true, characterData: true});
+}"""
+"""Installed by `ask_in_page` before it asks: notes that the answer changed, so that a second question
+on the page does not return the answer to the first."""
 
 
 def screenshot_at(page, selector: str, path: Path) -> None:

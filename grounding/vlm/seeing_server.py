@@ -272,6 +272,10 @@ def plan(question: str, messages: list[dict]) -> dict:
         found = _find(calls, groups[0])
         if found is None:
             return _check(groups[0])
+        if len(found) == 1:  # "how many cubes" -> "There is 1 cube."
+            plural = groups[0]
+            one = plural[:-2] if plural.endswith(("xes", "ches", "shes", "sses")) else plural.removesuffix("s")
+            return {"action": "answer", "ids": found, "text": f"There is 1 {one}."}
         return {"action": "answer", "ids": found, "text": f"There are {len(found)} {groups[0]}."}
     if kind == "find":
         found = _find(calls, groups[0])
