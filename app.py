@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 
-from demo.handlers import Limits
+from demo.handlers import Limits, warm_up
 from demo.loading_page import loading_page
 from demo.services import ModelService
-from demo.ui import PAGE_CSS, TRANSLATIONS, build_demo
+from demo.ui import PAGE_CSS, TRANSLATIONS, build_demo, bundled_examples
 
 try:  # ZeroGPU: reserve a GPU only while the model runs
     import spaces
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"IGGT app: {err}")
         if spaces is not None:
             models.wrap_model_call(spaces.GPU(duration=120))
+        else:  # (on ZeroGPU the model may run only inside a request, where a GPU is lent)
+            warm_up(models, bundled_examples())
         demo = build_demo(models, limits)
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     # Stop on SIGTERM as on Ctrl+C, so Gradio and the sessions remove their temporary files. pycolmap

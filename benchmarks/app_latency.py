@@ -70,23 +70,24 @@ def run_once(handlers: Handlers, inputs: list[str] | str, clustering: str, merge
 
 
 def browser_seconds(inputs: list[str], checkpoint: str | None, repeats: int,
-                    roots: tuple[Path, ...] = (REPO_ROOT,)) -> list[tuple[list[float], list[float]]]:
+                    roots: tuple[Path, ...] = (REPO_ROOT,)) -> list[tuple[list[float], list[float], float]]:
     """Per checkout in ``roots``: seconds from the click on Reconstruct to the 3D view drawn, in Chromium,
-    on that checkout's app (on the page's own clock), and seconds the viewer took to decode and draw its
-    data (``data-render-ms``). With several checkouts their runs alternate, so a busy spell of the
-    machine falls on each alike."""
+    on that checkout's app (on the page's own clock), seconds the viewer took to decode and draw its
+    data (``data-render-ms``), and the first click's seconds (the first run after the app started, left
+    out of the others). With several checkouts their runs alternate, so a busy spell of the machine
+    falls on each alike."""
     from playwright.sync_api import sync_playwright
 
     from tools.app_page import CHROMIUM, CHROMIUM_ARGS
     from tools.app_server import running_app
 
-    results = [([], []) for _ in roots]
+    results = [([], [], 0.0) for _ in roots]
     threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright, contextlib.ExitStack() as apps:
         urls = [apps.enter_context(running_app(Path(tmp) / str(i), checkpoint, size=None, extra_env=threads,
                                                root=root)).url for i, root in enumerate(roots)]
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for run in range(repeats + 1):  # the first run warms up; a fresh page each time (an identical
+        for run in range(repeats + 1):  # the first run is reported apart; a fresh page each time (an identical
             for i in (range(len(roots)) if run % 2 else reversed(range(len(roots)))):  # result is not redrawn)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(urls[i])
@@ -95,9 +96,12 @@ def browser_seconds(inputs: list[str], checkpoint: str | None, repeats: int,
                 start = page.evaluate("() => performance.now()")  # the page's clock: no Playwright polling counted
                 page.locator("#reconstruct").click()
                 canvas = page.wait_for_selector("#viewer canvas[data-points]", state="attached", timeout=120_000)
+                seconds = (float(canvas.get_attribute("data-drawn-at")) - start) / 1000
                 if run:
-                    results[i][0].append((float(canvas.get_attribute("data-drawn-at")) - start) / 1000)
+                    results[i][0].append(seconds)
                     results[i][1].append(float(canvas.get_attribute("data-render-ms")) / 1000)
+                else:
+                    results[i] = (*results[i][:2], seconds)
                 page.locator("#status").get_by_text("downloads ready").wait_for(timeout=120_000)
                 page.close()
         browser.close()
@@ -165,11 +169,12 @@ def main() -> None:
             with contextlib.ExitStack() as stack:
                 roots = (REPO_ROOT,) + ((stack.enter_context(checkout_of(args.against)),) if args.against else ())
                 measured = browser_seconds(inputs, args.checkpoint, args.repeats, roots)
-            for label, (clicks, drawing) in zip(("this tree", f"at {args.against}"), measured):
+            for label, (clicks, drawing, first) in zip(("this tree", f"at {args.against}"), measured):
                 print(f"{'':<20}in Chromium, click to 3D view drawn ({label}): "
                       f"median {statistics.median(clicks):.2f} s ({', '.join(f'{s:.2f}' for s in clicks)}), "
                       f"of which the viewer decoding and drawing its data: "
-                      f"median {statistics.median(drawing) * 1000:.0f} ms")
+                      f"median {statistics.median(drawing) * 1000:.0f} ms; the first click after the app "
+                      f"started: {first:.2f} s")
             if args.against:
                 ratio = statistics.median(measured[0][0]) / statistics.median(measured[1][0])
                 print(f"{'':<20}this tree / {args.against}: {ratio:.2f}x (runs alternating, same machine)")

@@ -2,7 +2,7 @@
 
 Starts the app (offline, so no download is part of it) a few times on a free port and polls it:
 the loading page (`demo.loading_page`) answers 503 while the model loads, the app 200 when it is
-ready. Then, in one process, the stages apart: imports, model load, page built.
+ready. Then, in one process, the stages apart: imports, model load, warm-up, page built.
 
     python benchmarks/app_start.py                      # the shipped small model, 3 starts
     python benchmarks/app_start.py --checkpoint PATH    # another model (e.g. the 1B weights, cached)
@@ -26,15 +26,17 @@ from tools.app_server import free_port  # noqa: E402
 STAGES = """
 import time; start = time.monotonic()
 import app
-from demo.handlers import Limits
+from demo.handlers import Limits, warm_up
 from demo.services import ModelService
-from demo.ui import build_demo
+from demo.ui import build_demo, bundled_examples
 imported = time.monotonic()
 models = ModelService({checkpoint!r}); models.load()
 loaded = time.monotonic()
+warm_up(models, bundled_examples())
+warmed = time.monotonic()
 build_demo(models, Limits(max_views=32, max_video_frames=32, max_upload_mb=50))
 built = time.monotonic()
-print(f"{{imported - start:.1f}} {{loaded - imported:.1f}} {{built - loaded:.1f}}")
+print(f"{{imported - start:.1f}} {{loaded - imported:.1f}} {{warmed - loaded:.1f}} {{built - warmed:.1f}}")
 """
 
 
@@ -80,8 +82,9 @@ def main() -> None:
         print(f"| {number} | {shown} | {ready:.1f} s | {os.getloadavg()[0]:.1f} |")
     stages = subprocess.run([sys.executable, "-c", STAGES.format(checkpoint=args.checkpoint)], cwd=REPO_ROOT,
                             env={**env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True)
-    imports, model, page = stages.stdout.split()[-3:]
-    print(f"\nin one process: imports {imports} s, model {model} s, page built {page} s "
+    imports, model, warmed, page = stages.stdout.split()[-4:]
+    print(f"\nin one process: imports {imports} s, model {model} s, warm-up (`demo.handlers.warm_up`) {warmed} s, "
+          f"page built {page} s "
           f"(load average {os.getloadavg()[0]:.1f})")
 
 

@@ -82,6 +82,12 @@ def test_bundled_example_gives_scene_pictures_and_loadable_downloads(app):
     assert len(zipfile.ZipFile(by_name["masks.zip"]).namelist()) == 2 * 6
 
 
+def test_the_app_warms_up_before_it_opens(app):
+    """The first person's run should not pay the process's one-time costs (docs/app.md, "Speed"): the app
+    runs a bundled example through the model and the clustering while its loading page is up."""
+    assert re.search(r"warmed up on 6 photos in \d+\.\d s", app.log_text()), app.log_text()[-2000:]
+
+
 def test_upload_then_question_and_the_api_key_stays_secret(app, photos, vlm_server):
     client = Client(app.url, verbose=False)
     reconstructed = reconstruct(client, files=photos)

@@ -79,12 +79,14 @@ def latest_scene(server_tmp: Path) -> Scene:
 
 
 def pixel_of_instance(scene: Scene, view: int = 0) -> tuple[int, int, int]:
-    """(x, y, id) of a pixel deep inside the second-largest instance seen in ``view`` (or the largest)."""
+    """(x, y, id) of a pixel deep inside the largest object (an instance not marked structure; any
+    instance when all are) seen in ``view``: what a person clicks to pick something out."""
     from scipy import ndimage
 
     labels = scene.instances.labels[view]
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
-    chosen = ids[np.argsort(counts)[::-1][min(1, len(ids) - 1)]]
+    objects = [k for k, i in enumerate(ids) if not scene.instances.info[i].structure] or list(range(len(ids)))
+    chosen = ids[max(objects, key=lambda k: counts[k])]
     inside = ndimage.distance_transform_edt(np.pad(labels == chosen, 1))[1:-1, 1:-1]  # the border counts as outside
     y, x = np.unravel_index(np.argmax(inside), inside.shape)
     return int(x), int(y), int(chosen)
