@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"IGGT app: {err}")
         if spaces is not None:
             models.wrap_model_call(spaces.GPU(duration=120))
-        else:  # (on ZeroGPU the model may run only inside a request, where a GPU is lent)
+        else:  # not on ZeroGPU, where the model may run only inside a request (a GPU is lent to it)
             warm_up(models, bundled_examples())
         demo = build_demo(models, limits)
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)

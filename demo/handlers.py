@@ -29,6 +29,7 @@ from iggt.errors import IGGTError
 from iggt.export import PointCloudOptions, export_all, glb_scene, write_ply
 from iggt.instances import ClusteringConfig, segment_instances
 from iggt.merge import merge_small_instances
+from iggt.reconstruct import parameter_millions
 from iggt.scene import Scene
 from iggt.structure import mark_structure
 from iggt.views import InputError, load_views
@@ -207,18 +208,28 @@ def _clustering_note(clustering: str, merge_percent) -> str:
 WARM_UP_EXAMPLE = "real-room-6-views"
 """The bundled example `warm_up` runs: six 4:3 photos, the shape of most cameras' (the model's first-call
 set-up is per input shape, and its heads take four views at a time)."""
+WARM_UP_MAX_CPU_MILLIONS = 100
+"""Larger models are not warmed up on a CPU: their run takes minutes (the 1B model), which the start
+would wait for, and their one-time costs are small beside a run."""
 
 
 def warm_up(models: ModelService, examples: dict[str, list[Path]]) -> None:
     """Reconstruct and cluster a bundled example once, unseen, before the app opens: the first run in a
     process pays one-time costs (importing the clustering's libraries, the model's first-call set-up),
-    1.2 s and 1.3 s on the shipped model, which would otherwise fall on the first person's run."""
+    1.1 s and 1.3 s with the shipped model on a CPU, which would otherwise fall on the first person's run.
+    A failure is logged and the app starts all the same (the warm-up only saves time)."""
     paths = examples.get(WARM_UP_EXAMPLE) or next(iter(examples.values()), None)
-    if not paths:
+    reconstructor = models.load()
+    if not paths or (reconstructor.device.type == "cpu"
+                     and parameter_millions(reconstructor.model) > WARM_UP_MAX_CPU_MILLIONS):
         return
     start = time.perf_counter()
-    _clustered(models.reconstruct(load_views([str(path) for path in paths])), models.info.clustering,
-               DEFAULT_MERGE_PERCENT)
+    try:
+        _clustered(models.reconstruct(load_views([str(path) for path in paths])), models.info.clustering,
+                   DEFAULT_MERGE_PERCENT)
+    except Exception:  # anything: the app works without it
+        log.exception("the warm-up run failed; the app starts without it")
+        return
     log.info("warmed up on %d photos in %.1f s", len(paths), time.perf_counter() - start)
 
 
