@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; what the user can fix is one line, a defect of ours also leaves its traceback."""
     args = build_parser().parse_args(argv)
+    finished = False
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        finished = True
+        return code
     except (IGGTError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        leave_processes()
+        leave_processes(together=finished)
 
 
 if __name__ == "__main__":

@@ -60,14 +60,19 @@ def processes() -> Processes:
     return Processes(state.process_index, state.num_processes, device)
 
 
-def leave_processes() -> None:
+def leave_processes(*, together: bool) -> None:
     """End the launch's process group, if this process joined one, while the interpreter is still whole.
 
     A group left to interpreter exit can abort a process that has done all its work: gloo's threads
-    outlive Python's teardown ("terminate called without an active exception", SIGABRT).
+    outlive Python's teardown ("terminate called without an active exception", SIGABRT). So can one
+    left while another process still talks to it (a finished rank aborted about one run in twenty as
+    the main rank wrote its report), so ``together`` first waits for every process at a barrier. Only
+    after work that went well: a process that failed must not wait for others that may never come.
     """
     distributed = sys.modules.get("torch.distributed")  # never imports torch for a one-process run
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        if together:
+            distributed.barrier()
         distributed.destroy_process_group()
 
 
