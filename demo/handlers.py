@@ -219,9 +219,10 @@ def warm_up(models: ModelService, examples: dict[str, list[Path]]) -> None:
     1.1 s and 1.3 s with the shipped model on a CPU, which would otherwise fall on the first person's run.
     A failure is logged and the app starts all the same (the warm-up only saves time)."""
     paths = examples.get(WARM_UP_EXAMPLE) or next(iter(examples.values()), None)
+    if not paths:
+        return
     reconstructor = models.load()
-    if not paths or (reconstructor.device.type == "cpu"
-                     and parameter_millions(reconstructor.model) > WARM_UP_MAX_CPU_MILLIONS):
+    if reconstructor.device.type == "cpu" and parameter_millions(reconstructor.model) > WARM_UP_MAX_CPU_MILLIONS:
         return
     start = time.perf_counter()
     try:
